@@ -4,6 +4,7 @@ Hub-facing remote code: imports only transformers and its flat sibling modules.
 """
 
 from transformers import BatchFeature, ProcessorMixin
+from transformers.image_utils import PILImageResampling
 
 from .configuration_mobileclip import MOBILECLIP_VARIANTS, PRETRAINED_TAGS, resolve_variant
 from .image_processing_mobileclip import MobileCLIPImageProcessor
@@ -28,7 +29,8 @@ class MobileCLIPProcessor(ProcessorMixin):
         key = resolve_variant(name)
         tag, size = PRETRAINED_TAGS[key], MOBILECLIP_VARIANTS[key]["vision"]["image_size"]
         image_processor = MobileCLIPImageProcessor(
-            size={"shortest_edge": size}, crop_size={"height": size, "width": size}, resample=tag["resample"],
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+            resample=PILImageResampling[tag["resample"].upper()],
             image_mean=list(tag["image_mean"]), image_std=list(tag["image_std"]))
         return cls(image_processor, tokenizer if tokenizer is not None else MobileCLIPTokenizer.from_bpe_file())
 

@@ -24,10 +24,11 @@ _NUM_MERGES = 49152 - 256 - 2
 
 
 def _byte_alphabet() -> list[str]:
-    """GPT-2/CLIP byte-level alphabet: printable bytes map to themselves, the rest to code points from 256 up."""
+    """GPT-2/CLIP byte-level alphabet in vocabulary order: printable bytes as themselves first, then the other bytes
+    as the code points 256, 257, ..."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
 
 
 def default_bpe_path() -> Path:
