@@ -384,8 +384,8 @@ class MobileCLIPTextModel(MobileCLIPPreTrainedModel):
                              f"max_length={cfg.max_position_embeddings}.")
         if cfg.causal:
             return input_ids
-        is_eot = input_ids == cfg.eos_token_id
-        after_first_eot = (is_eot.cumsum(-1) - is_eot.long()) > 0
+        is_eot = (input_ids == cfg.eos_token_id).long()  # integer cumsum: ONNX has no CumSum over booleans
+        after_first_eot = (is_eot.cumsum(-1) - is_eot) > 0
         input_ids = input_ids.masked_fill(after_first_eot, cfg.pad_token_id)
         return F.pad(input_ids, (0, cfg.max_position_embeddings - length), value=cfg.pad_token_id)
 
