@@ -24,13 +24,14 @@ def _mci(layers, embed_dims, *, five_stage=False):
             backbone="fastvit", image_size=256, layers=layers, embed_dims=embed_dims, mlp_ratios=(4.0,) * 5,
             token_mixers=("repmixer",) * 3 + ("attention",) * 2, downsamples=(False, True, True, True, True),
             se_downsamples=(False,) * 5, pos_embs=(False, False, False, True, True), norm="layernorm",
-            stem_use_scale_branch=False,
+            stem_use_scale_branch=False, projection_bias=True,
         )
     return dict(
         backbone="fastvit", image_size=256, layers=layers, embed_dims=embed_dims, mlp_ratios=(3.0,) * 4,
         token_mixers=("repmixer",) * 3 + ("attention",), downsamples=(False, True, True, True),
         se_downsamples=(False, False, True, True), pos_embs=(False, False, False, True), norm="batchnorm",
         stem_use_scale_branch=True,
+        projection_bias=True,  # timm/open_clip classifier Linear; Apple v1 presets override it with False
     )
 
 
