@@ -75,6 +75,7 @@ def run_rank(rank: int, workdir: str) -> None:
             "resolved": losses.resolve_rank_world_size(),
             "gathered": gathered.detach(), "probe_grad": probe.grad,
         }, Path(workdir) / f"rank{rank}.pt")
+        dist.barrier()  # a rank that tears gloo down while its peer still talks to it aborts both
     finally:
         dist.destroy_process_group()
 

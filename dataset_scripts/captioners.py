@@ -1,0 +1,206 @@
+"""Captioners for the reinforcement tool: transformers image-to-text models and open_clip CoCa.
+
+Spec strings: ``open_clip:<model>/<pretrained>`` (e.g. ``open_clip:coca_ViT-L-14/mscoco_finetuned_laion2b_s13b_b90k``),
+``open_clip:hf-hub:<repo>``, ``open_clip:local-dir:<folder>`` for CoCa; ``hf:<repo or folder>`` or a bare repo id /
+folder for any ``AutoModelForImageTextToText`` model (BLIP, VisionEncoderDecoder, ...).
+
+Sampling follows Apple's generator: ``num_captions`` independent nucleus samples (top-p 0.9, temperature 1) per
+image, each caption post-processed to its first sentence, stripped (:func:`postprocess_caption`). The captioner sees
+the un-augmented image through its own preprocessing.
+
+Determinism. Every caption row draws its random numbers from its own stream, seeded by the caller per (sample,
+caption index), so a sample's captions do not depend on which other samples share its batch, on the number of
+processes or on resuming. :class:`SeededNucleusSampler` does the draw: top-p filtering, then inverse-CDF sampling
+with the row's next uniform number. For transformers it is a ``LogitsProcessor`` that leaves only the drawn token
+finite, and ``generate`` runs greedily (``do_sample=False``), so the model's own processors (min length, repetition
+penalty from its generation config) still run before it, as its sampling warpers would.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .teachers import HF_PREFIX, OPEN_CLIP_PREFIX, parse_open_clip_spec
+
+
+def postprocess_caption(text: str) -> str:
+    """Apple's post-processing: cut at ``<end_of_text>``, drop ``<start_of_text>``, keep the first sentence, strip."""
+    text = text.split("<end_of_text>")[0].replace("<start_of_text>", "")
+    return text.split(".")[0].strip()
+
+
+def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """[rows, steps] uniforms in [0, 1), one independent numpy PCG64 stream per row seed."""
+    return torch.from_numpy(np.stack([np.random.default_rng(int(s)).random(steps) for s in seeds]))
+
+
+class SeededNucleusSampler:
+    """Top-p sampling where row r at step t uses ``uniforms[r, t]``; returns the drawn token ids [rows]."""
+
+    def __init__(self, uniforms: torch.Tensor, top_p: float = 0.9, temperature: float = 1.0):
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.uniforms, self.top_p, self.temperature = uniforms, top_p, temperature
+
+    def draw(self, scores: torch.Tensor, step: int, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        # Same rule as transformers' TopPLogitsWarper: drop the lowest tokens whose cumulative mass <= 1 - top_p.
+        sorted_scores, order = torch.sort(scores, descending=False, dim=-1)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative <= (1 - self.top_p)
+        remove_sorted[..., -1:] = False
+        remove = remove_sorted.scatter(1, order, remove_sorted)
+        probs = scores.masked_fill(remove, float("-inf")).softmax(dim=-1)
+        cdf = probs.cumsum(dim=-1)
+        uniforms = self.uniforms[:, min(step, self.uniforms.shape[1] - 1)]
+        if rows is not None:
+            uniforms = uniforms[rows.cpu()]
+        targets = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(1)
+        tokens = torch.searchsorted(cdf, targets, right=True).squeeze(1)
+        return tokens.clamp_(max=scores.shape[-1] - 1)
+
+
+class _HFSamplingProcessor:
+    """``LogitsProcessor`` wrapper: every score but the drawn token becomes -inf (generate then runs greedily)."""
+
+    def __init__(self, sampler: SeededNucleusSampler):
+        self.sampler, self.start = sampler, None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        tokens = self.sampler.draw(scores, input_ids.shape[1] - self.start)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, tokens.unsqueeze(1), 0.0)
+        return out
+
+
+@dataclass
+class Captioner:
+    """A loaded captioner. :meth:`caption` returns ``num_captions`` post-processed captions per image."""
+
+    spec: str
+    library: str
+    model: torch.nn.Module
+    device: torch.device
+    num_captions: int = 5
+    top_p: float = 0.9
+    max_tokens: int = 30  # open_clip CoCa's seq_len default (including the start token)
+    min_tokens: int = 5  # CoCa's min_seq_len; transformers models use their generation config instead
+    autocast_dtype: Optional[torch.dtype] = None
+    image_transform: Any = None
+    tokenizer: Any = None
+    model_name: str = ""
+    pretrained: Optional[str] = None
+
+    def describe(self) -> dict:
+        return {"model": self.model_name, "pretrained": self.pretrained, "spec": self.spec, "library": self.library,
+                "num_captions": self.num_captions, "generation": "top_p", "top_p": self.top_p, "temperature": 1.0,
+                "max_tokens": self.max_tokens, "min_tokens": self.min_tokens if self.library == "open_clip" else None,
+                "input": "un-augmented image, captioner's own preprocessing",
+                "postprocess": "first sentence (split at '.'), stripped"}
+
+    def _autocast(self):
+        enabled = self.autocast_dtype is not None
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=enabled)
+
+    @torch.inference_mode()
+    def caption(self, images: Sequence[PIL.Image.Image], seeds: Sequence[Sequence[int]]) -> list[list[str]]:
+        """``seeds[i][c]`` seeds caption ``c`` of image ``i``; returns ``[[caption] * num_captions] * len(images)``."""
+        if not images:
+            return []
+        if any(len(s) != self.num_captions for s in seeds) or len(seeds) != len(images):
+            raise ValueError(f"need {self.num_captions} seeds per image for {len(images)} images")
+        flat_seeds = [s for per_image in seeds for s in per_image]
+        sampler = SeededNucleusSampler(row_uniforms(flat_seeds, self.max_tokens + 1), self.top_p)
+        if self.library == "open_clip":
+            texts = self._caption_coca(images, sampler)
+        else:
+            texts = self._caption_transformers(images, sampler)
+        captions = [postprocess_caption(t) for t in texts]
+        n = self.num_captions
+        return [captions[i * n:(i + 1) * n] for i in range(len(images))]
+
+    def _caption_transformers(self, images, sampler) -> list[str]:
+        pixel_values = self.image_transform(list(images), return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values.repeat_interleave(self.num_captions, dim=0).to(self.device)
+        with self._autocast():
+            generated = self.model.generate(
+                pixel_values=pixel_values, do_sample=False, num_beams=1, max_new_tokens=self.max_tokens,
+                logits_processor=[_HFSamplingProcessor(sampler)],
+                pad_token_id=self.model.generation_config.pad_token_id or self.tokenizer.pad_token_id,
+            )
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+    def _caption_coca(self, images, sampler) -> list[str]:
+        # The top-p branch of open_clip's CoCa.generate (min length, forced <end_of_text> at seq_len, pad after the
+        # end), with the row-seeded draw in place of torch.multinomial on the global generator.
+        model = self.model
+        image = torch.stack([self.image_transform(img) for img in images]).to(self.device)
+        image = image.repeat_interleave(self.num_captions, dim=0)
+        sot, eos = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
+        pad = getattr(model, "pad_id", 0)
+        with self._autocast():
+            image_latent, image_embs = model._encode_image(image)  # encode once, as CoCa.generate does
+            out = torch.full((image.shape[0], 1), sot, dtype=torch.long, device=self.device)
+            for step in range(self.max_tokens - 1):
+                finished = (out[:, -1] == eos) | (out[:, -1] == pad)
+                if finished.all():
+                    break
+                logits = model(image, out, image_latent=image_latent, image_embs=image_embs,
+                               output_labels=False)["logits"][:, -1].float()
+                active = (~finished).nonzero().squeeze(1)
+                logits = logits[active]
+                if out.shape[1] < self.min_tokens:
+                    logits[:, eos] = float("-inf")
+                sample = torch.full((image.shape[0],), pad, dtype=torch.long, device=self.device)
+                if out.shape[1] + 1 == self.max_tokens:
+                    sample[active] = eos
+                else:
+                    sample[active] = sampler.draw(logits, step, rows=active)
+                out = torch.cat([out, sample.unsqueeze(1)], dim=1)
+        return [self.tokenizer.decode(row.tolist()) for row in out.cpu()]
+
+
+def load_captioner(spec: str, device: torch.device | str = "cpu", num_captions: int = 5, top_p: float = 0.9,
+                   max_tokens: int = 30, dtype: Optional[torch.dtype] = None,
+                   trust_remote_code: bool = False) -> Captioner:
+    """Load a captioner from its spec string (see the module docstring)."""
+    device = torch.device(device)
+    if num_captions < 1:
+        raise ValueError(f"num_captions must be >= 1, got {num_captions} (use captioner=None for no captions)")
+    common = dict(device=device, num_captions=num_captions, top_p=top_p, max_tokens=max_tokens,
+                  autocast_dtype=dtype if dtype not in (None, torch.float32) else None)
+    if spec.startswith(OPEN_CLIP_PREFIX):
+        import open_clip
+
+        name, pretrained = parse_open_clip_spec(spec)
+        model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        if not hasattr(model, "_encode_image") or not hasattr(model, "text_decoder"):
+            raise ValueError(f"captioner {spec!r} is a {type(model).__name__}, not a CoCa model; open_clip "
+                             f"captioners must be CoCa (e.g. open_clip:coca_ViT-L-14/mscoco_finetuned_laion2b_s13b_b90k)")
+        tokenizer = open_clip.get_tokenizer(name)
+        return Captioner(spec=spec, library="open_clip", model=model.eval(), image_transform=transform,
+                         tokenizer=tokenizer, model_name=name, pretrained=pretrained, **common)
+    if spec.startswith(HF_PREFIX) or os.path.isdir(spec) or "/" in spec:
+        import transformers
+
+        path = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
+        model = transformers.AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=trust_remote_code)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return Captioner(spec=spec, library="transformers", model=model.to(device).eval(),
+                         image_transform=image_processor, tokenizer=tokenizer, model_name=path, **common)
+    raise ValueError(f"captioner spec {spec!r} is not understood; use 'open_clip:<coca model>/<pretrained>', "
+                     f"'open_clip:local-dir:<folder>', 'hf:<repo>' or a transformers repo id / folder")
+
+
+__all__ = ["Captioner", "SeededNucleusSampler", "load_captioner", "postprocess_caption", "row_uniforms"]

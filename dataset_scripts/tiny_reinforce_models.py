@@ -1,0 +1,120 @@
+"""Tiny, randomly initialised teachers and captioners saved to local folders, for offline tests and benchmarks.
+
+Each builder writes a folder that the reinforcement tool loads through exactly the path a real Hub model takes
+(``open_clip.create_model_and_transforms("local-dir:...")`` / ``from_pretrained(folder)``); only the size differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _save_open_clip(folder: str, model_cfg: dict, size: int, seed: int) -> str:
+    import open_clip
+
+    os.makedirs(folder, exist_ok=True)
+    weights = os.path.join(folder, "open_clip_pytorch_model.bin")
+    if os.path.exists(weights):
+        os.remove(weights)  # else create_model below would load a stale checkpoint
+    preprocess_cfg = {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic",
+                      "resize_mode": "shortest"}
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, f)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{folder}")  # no weights yet: random init
+    torch.save(model.state_dict(), weights)
+    return f"open_clip:local-dir:{folder}"
+
+
+def tiny_open_clip_clip(folder: str, image_size: int = 32, embed_dim: int = 16, seed: int = 0) -> str:
+    cfg = {"embed_dim": embed_dim,
+           "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    return _save_open_clip(folder, cfg, image_size, seed)
+
+
+def tiny_open_clip_coca(folder: str, image_size: int = 32, seed: int = 0) -> str:
+    # embed_dim must equal the multimodal width: the decoder cross-attends to the projected image tokens.
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16,
+                          "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
+           "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
+                        "embed_cls": True, "output_tokens": True},
+           "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
+                              "attn_pooler_heads": 2},
+           "custom_text": True}
+    return _save_open_clip(folder, cfg, image_size, seed)
+
+
+def tiny_mobileclip(folder: str, image_size: int = 28, seed: int = 0) -> str:
+    """A transformers MobileCLIP (the 'vit-patch' tiny family of tests/conftest.py) with its processor."""
+    from modeling_mobileclip import (MobileCLIPConfig, MobileCLIPModel, MobileCLIPProcessor, MobileCLIPTextConfig,
+                                     MobileCLIPTokenizer, MobileCLIPVisionConfig)
+
+    text = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                max_position_embeddings=77, num_hidden_layers=2)
+    vision = dict(backbone="vit", image_size=image_size, patch_size=14, hidden_size=32, num_hidden_layers=2,
+                  num_attention_heads=4, intermediate_size=64, stem="patch", layer_norm_eps=1e-5, pre_norm=True,
+                  projection_bias=True)
+    config = MobileCLIPConfig(text_config=MobileCLIPTextConfig(**text), vision_config=MobileCLIPVisionConfig(**vision),
+                              projection_dim=24)
+    torch.manual_seed(seed)
+    MobileCLIPModel(config).eval().save_pretrained(folder)
+    tokenizer = MobileCLIPTokenizer.from_bpe_file()
+    base = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
+    image_processor = base.image_processor.__class__(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        image_mean=OPENAI_MEAN, image_std=OPENAI_STD)
+    MobileCLIPProcessor(image_processor, tokenizer).save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+_WORDS = ("a photo of the dog cat on in with red blue green small large car tree house person two sitting "
+          "standing next to street grass water white black man woman").split()
+
+
+def tiny_vision_encoder_decoder(folder: str, image_size: int = 32, seed: int = 0) -> str:
+    """A ViT encoder + GPT-2 decoder captioner with a word-level tokenizer (includes '.')."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (GPT2Config, PreTrainedTokenizerFast, VisionEncoderDecoderConfig,
+                              VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor)
+
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "<s>", "</s>", "<unk>", "."] + list(_WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>", unk_token="<unk>")
+    encoder = ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=37)
+    decoder = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, add_cross_attention=True, is_decoder=True)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 2
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.decoder_start_token_id = 1
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 2
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+def build_tiny_models(root: str, crop_size: int = 48) -> dict:
+    """All tiny models under ``root``; returns their spec strings (teachers at crop size and below, captioners)."""
+    return {
+        "open_clip_at_crop": tiny_open_clip_clip(os.path.join(root, "oc_clip_crop"), image_size=crop_size, seed=1),
+        "open_clip_small": tiny_open_clip_clip(os.path.join(root, "oc_clip_small"), image_size=32, seed=2),
+        "open_clip_large": tiny_open_clip_clip(os.path.join(root, "oc_clip_large"), image_size=crop_size + 16,
+                                               seed=3),
+        "mobileclip": tiny_mobileclip(os.path.join(root, "mobileclip"), image_size=28, seed=4),
+        "ved": tiny_vision_encoder_decoder(os.path.join(root, "ved"), seed=5),
+        "coca": tiny_open_clip_coca(os.path.join(root, "coca"), seed=6),
+    }
