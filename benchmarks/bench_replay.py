@@ -1,20 +1,21 @@
-"""Throughput of augmentation replay vs. a plain RandomResizedCrop, on the same decoded-from-JPEG images.
+"""Throughput of augmentation replay vs. a plain RandomResizedCrop, on the same JPEG bytes, in one process.
 
-    python benchmarks/bench_replay.py            # the README numbers (median of 15 interleaved rounds)
+    python benchmarks/bench_replay.py            # the README table (median of 15 interleaved rounds)
     python benchmarks/bench_replay.py --quick    # smoke run for CI: tiny, no timing claims
 
-Per image, both candidates start from the JPEG bytes:
+Per image, every candidate starts from the JPEG bytes of a photo-sized image:
 
-* ``rrc``: decode (PIL, RGB) + torchvision ``RandomResizedCrop(224, bicubic)``: the cheapest thing a plain
-  CLIP loader does.
-* ``rrc+tensor``: the same + ``ToTensor`` + ``Normalize`` (what a plain loader really hands the model).
-* ``replay``: decode as the generator did (``augment_replay.load_image``) + ``augment_replay.apply`` of a stored
-  entry (crop box, resize to 224 bicubic, 2 RandAugment ops, ``to_tensor``, normalise).
+* ``decode + RRC``: PIL decode (RGB) + torchvision ``RandomResizedCrop(224, bicubic)``, the bare baseline.
+* ``decode + RRC + ToTensor + Normalize``: what a plain CLIP loader really hands the model.
+* ``decode + replay``: ``augment_replay.load_image`` + ``ReplayTransform(224, "bicubic")`` of a stored entry
+  (crop box, resize, 2 RandAugment ops, to_tensor, normalise): the student's transform on DataCompDR.
+* ``image check + decode + replay``: the same, plus the builder's per-sample image check
+  (``datacompdr.read_image_size(verify=True)``, run when ``image_dir=`` is joined): the whole per-image CPU cost of
+  training on DataCompDR with joined images.
 
-Rounds are interleaved (candidate order alternates every round) so that load from other jobs on the machine hits
-all candidates alike; each candidate's figure is the median over rounds. Throughput is reported per wall second and
-per CPU second of this process (images per core-second: the PIL work is single-threaded, so this is what one
-DataLoader worker gets per core). ``torch.set_num_threads(2)``.
+Rounds are interleaved (the candidate order alternates every round), so load from other jobs on the machine hits all
+candidates alike; each figure is the median over rounds. Throughput is given per wall second and per CPU second of
+this process (images per core-second). torch runs with 1 intra-op thread by default, as in a DataLoader worker.
 """
 
 import argparse
@@ -29,8 +30,10 @@ import torch
 from torchvision import transforms
 
 from dataset_scripts import augment_replay
+from dataset_scripts.datacompdr import read_image_size
 
 SIZES = [(640, 480), (800, 600), (1024, 768), (500, 375), (768, 1024), (1200, 800)]
+BASELINE = "decode + RRC"
 
 
 def make_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -52,7 +55,7 @@ def decode_rgb(data: bytes) -> PIL.Image.Image:
     return PIL.Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def build_candidates(jpegs: list[bytes], seed: int):
+def build_candidates(jpegs: list[bytes], seed: int) -> dict:
     rng = random.Random(seed)
     entries = [augment_replay.sample_params(rng, decode_rgb(data).size) for data in jpegs]
     rrc = transforms.RandomResizedCrop(224, interpolation=transforms.InterpolationMode.BICUBIC)
@@ -73,10 +76,17 @@ def build_candidates(jpegs: list[bytes], seed: int):
         for data, entry in zip(jpegs, entries):
             replay(augment_replay.load_image(data), entry)
 
-    return {"rrc": run_rrc, "rrc+tensor": run_rrc_tensor, "replay": run_replay}
+    def run_checked_replay():
+        for data, entry in zip(jpegs, entries):
+            read_image_size(data, verify=True)
+            replay(augment_replay.load_image(data), entry)
+
+    return {BASELINE: run_rrc, "decode + RRC + ToTensor + Normalize": run_rrc_tensor,
+            "decode + replay": run_replay, "image check + decode + replay": run_checked_replay}
 
 
 def measure(candidates: dict, rounds: int, count: int) -> dict:
+    """name -> (median images/s of wall time, median images/s of this process' CPU time)."""
     wall = {name: [] for name in candidates}
     cpu = {name: [] for name in candidates}
     names = list(candidates)
@@ -90,11 +100,20 @@ def measure(candidates: dict, rounds: int, count: int) -> dict:
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in names}
 
 
+def markdown_table(results: dict) -> str:
+    base_cpu = results[BASELINE][1]
+    rows = ["| pipeline (per image, from JPEG bytes, 224 px out) | images/s (wall) | images/s per core (CPU) "
+            "| vs decode + RRC (per core) |", "|---|---:|---:|---:|"]
+    for name, (wall, cpu) in results.items():
+        rows.append(f"| {name} | {wall:.0f} | {cpu:.0f} | {cpu / base_cpu:.2f}x |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=48, help="images per round")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is reported)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (DataLoader workers use 1)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 6 images, 3 rounds, numbers meaningless")
     args = parser.parse_args()
     if args.quick:
@@ -112,13 +131,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, PIL {PIL.__version__}, torch threads {torch.get_num_threads()}, "
           f"{args.images} JPEGs {sorted(set(SIZES[: args.images]))}, median of {args.rounds} interleaved rounds"
           + ("  [--quick: not a measurement]" if args.quick else ""))
-    print(f"{'candidate':<12} {'images/s (wall)':>16} {'images/core-s (CPU)':>20}")
-    for name, (wall, cpu) in results.items():
-        print(f"{name:<12} {wall:>16.1f} {cpu:>20.1f}")
-    for baseline in ("rrc", "rrc+tensor"):
-        wall_ratio = results["replay"][0] / results[baseline][0]
-        cpu_ratio = results["replay"][1] / results[baseline][1]
-        print(f"replay / {baseline}: {wall_ratio:.2f}x (wall), {cpu_ratio:.2f}x (per core)")
+    print()
+    print(markdown_table(results))
 
 
 if __name__ == "__main__":

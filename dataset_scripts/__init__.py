@@ -16,9 +16,9 @@ and ``trust_remote_code`` is ignored. What remains is the table of *packaged* bu
 ``DatasetBuilder`` subclass. So:
 
 1. We add ``"datacompdr" -> ("dataset_scripts.datacompdr", hash of its and augment_replay's source)``. The hash
-   keys the Arrow cache, so editing the builder invalidates prepared copies. The module is importable in every process that has
-   this package installed, including spawned DataLoader workers and ``accelerate launch`` ranks, and unpickling a
-   builder there imports this package and registers the name again.
+   keys the Arrow cache, so editing the builder invalidates prepared copies. The module is importable in every
+   process that has this package installed, including spawned DataLoader workers and ``accelerate launch`` ranks,
+   and unpickling a builder there imports this package and registers the name again.
 2. For packaged names, ``PackagedDatasetModuleFactory.get_module`` resolves ``data_files`` itself. When none are
    given, it scans the *current working directory* for data files (which would override our configs' Hub
    defaults with whatever lies in the cwd, or fail). Its glob also does not understand webdataset brace ranges

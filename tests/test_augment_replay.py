@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 import torch
 import torchvision.transforms.functional as F
+import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode, RandAugment
 from torchvision.transforms.autoaugment import _apply_op
 
@@ -67,6 +68,40 @@ def test_every_op_is_pixel_identical_to_torchvision(op):
             if op != 0 and magnitude != 0.0:  # the op really did something
                 plain = replay_pil(img, [box, []], 224, "bicubic")
                 assert not np.array_equal(pixels(got), pixels(plain)), (OPS[op], magnitude)
+
+
+def test_replay_reproduces_the_torchvision_transform_modules(monkeypatch):
+    """torchvision's own RandomResizedCrop(224, bicubic) + RandAugment() modules (the generator's configuration) draw
+    their parameters from torch's RNG; the parameters they draw, stored as a JSON entry, replay to the same pixels."""
+    import torchvision.transforms.autoaugment as autoaugment
+
+    drawn_ops = []
+    real_apply_op = autoaugment._apply_op
+
+    def recording_apply_op(img, op_name, magnitude, interpolation, fill):  # RandAugment.forward calls this per op
+        drawn_ops.append([OPS.index(op_name), magnitude])
+        return real_apply_op(img, op_name, magnitude, interpolation=interpolation, fill=fill)
+
+    monkeypatch.setattr(autoaugment, "_apply_op", recording_apply_op)
+    drawn_boxes = []
+
+    def recording_get_params(img, scale, ratio):  # RandomResizedCrop.forward calls self.get_params
+        drawn_boxes.append(T.RandomResizedCrop.get_params(img, scale, ratio))
+        return drawn_boxes[-1]
+
+    rrc = T.RandomResizedCrop(224, interpolation=InterpolationMode.BICUBIC)
+    rrc.get_params = recording_get_params
+    randaugment = RandAugment()  # num_ops=2, magnitude=9, 31 bins, NEAREST, fill None
+    img = textured_image(333, 251, seed=2)
+    torch.manual_seed(0)
+    seen_ops = set()
+    for _ in range(80):
+        drawn_ops.clear()
+        output = randaugment(rrc(img))
+        entry = json.loads(json.dumps([list(drawn_boxes[-1]), drawn_ops]))  # as stored in paug.json
+        assert np.array_equal(pixels(replay_pil(img, entry, 224, "bicubic")), pixels(output)), entry
+        seen_ops.update(op for op, _ in drawn_ops)
+    assert seen_ops == set(range(len(OPS)))
 
 
 def test_sampled_entries_replay_identically_at_student_sizes():

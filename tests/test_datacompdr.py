@@ -5,6 +5,7 @@ and `{uid}.npz` (numpy) or `{uid}.pth.gz` (torch.save + gzip of bfloat16 tensors
 """
 
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -242,6 +243,88 @@ def test_param_aug_as_json_string_equals_list(tmp_path):
     assert all(isinstance(e["param_aug"], list) and isinstance(e["param_aug"][0], dict) for e in from_strings)
 
 
+# name -> (Hub repo, shard pattern, key layout, embedding format, augmentations, synthetic-caption key, teachers
+# in embedding order, distillation logit scales, source dtype): the published facts (docs/datacompdr.md sections 1, 3)
+PUBLISHED = {
+    "12m": ("apple/DataCompDR-12M", "*.tar", "v1", "npz", 30, "syn_text", ("openai", "datacomp_xl_s13b_b90k"),
+            [100.0, 100.0], "float32"),
+    "12m-bf16": ("apple/DataCompDR-12M-bf16", "*.tar", "v1", "pth.gz", 30, "syn_text",
+                 ("openai", "datacomp_xl_s13b_b90k"), [100.0, 100.0], "bfloat16"),
+    "1b": ("apple/DataCompDR-1B", "*/*.tar", "v1", "npz", 10, "syn_text", ("openai", "datacomp_xl_s13b_b90k"),
+           [100.0, 100.0], "float32"),
+    "dfndr-2b": ("apple/DFNDR-2B", "**/*.tar", "raygen", "npz", 2, "syn_text_dfn_mscoco38k",
+                 ("hf-hub:apple/DFN2B-CLIP-ViT-L-14", "hf-hub:apple/DFN2B-CLIP-ViT-L-14-39B"), [70.0, 60.0], "float32"),
+    "dfndr-12m": ("apple/DFNDR-12M", "**/*.tar", "raygen", "npz", 30, "syn_text_dfn_mscoco38k",
+                  ("hf-hub:apple/DFN2B-CLIP-ViT-L-14", "hf-hub:apple/DFN2B-CLIP-ViT-L-14-39B"), [70.0, 60.0],
+                  "float32"),
+    "dfndr-12m-bf16": ("apple/DFNDR-12M-bf16", "**/*.tar", "raygen", "pth.gz", 30, "syn_text_dfn_mscoco38k",
+                       ("hf-hub:apple/DFN2B-CLIP-ViT-L-14", "hf-hub:apple/DFN2B-CLIP-ViT-L-14-39B"), [70.0, 60.0],
+                       "bfloat16"),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_every_named_config_reads_its_published_layout(tmp_path, name):
+    repo, pattern, layout, fmt, n_aug, syn_key, teachers, scales, dtype = PUBLISHED[name]
+    config = DataCompDR.builder_configs[name]
+    assert config.hub_repo == repo and list(config.data_files["train"]) == [f"hf://datasets/{repo}/{pattern}"]
+    syn = {syn_key: [f"caption {k}" for k in range(5)]}
+    expected = write_shards(tmp_path, n_shards=1, per_shard=1, dim=1536, n_aug=n_aug, syn=syn, layout=layout,
+                            fmt=fmt)
+    ds = load_dataset("datacompdr", name, data_files=str(tmp_path / "00000.tar"), split="train", streaming=True)
+    assert ds.features["image_emb"] == Array2D(shape=(None, 1536), dtype="float32")
+    (example,) = list(ds)
+    want = expected[example["uid"]]
+    np.testing.assert_array_equal(example["image_emb"], want["image_emb"])
+    np.testing.assert_array_equal(example["text_emb"], want["text_emb"])
+    assert example["image_emb"].shape == (n_aug, 1536) and example["text_emb"].shape == (6, 1536)
+    assert example["syn_key"] == [syn_key] * 5 and example["num_gt_emb"] == 1
+    meta = get_metadata(ds)
+    assert tuple(t.model if t.pretrained is None else t.pretrained for t in meta.teachers) == teachers
+    assert meta.embedding_dims == [768, 768] and meta.logit_scales == scales and meta.num_augmentations == n_aug
+    assert (meta.layout, meta.embedding_format, meta.embedding_source_dtype) == (layout, fmt, dtype)
+
+
+def test_hub_configs_read_apples_repos(tmp_path):
+    """No data_files: "12m" reads the root shards of apple/DataCompDR-12M (streaming and map-style), "1b" the folder
+    shards of apple/DataCompDR-1B and its root config.json, served by the in-process fake Hub (tests/fake_hub.py)."""
+    from fake_hub import FakeHub
+    from huggingface_hub import HfFileSystem
+
+    write_shards(tmp_path / "12m", n_shards=2, per_shard=2, dim=1536, n_aug=30,
+                 syn={"syn_text": [f"c{k}" for k in range(5)]})
+    write_shards(tmp_path / "1b", n_shards=2, per_shard=1, dim=1536, n_aug=10,
+                 syn={"syn_text": [f"c{k}" for k in range(5)]})
+    hub = FakeHub()
+    readme = b"---\nlicense: other\n---\n"
+    hub.add_commit("apple/DataCompDR-12M", {"README.md": readme, **{
+        f"{k:08d}.tar": (tmp_path / "12m" / f"{k:05d}.tar").read_bytes() for k in range(2)}}, repo_type="dataset")
+    apple_1b_config = {  # training/configs/datacompdr1b.json, shortened
+        "model_name": "ViT-L-14,ViT-L-14", "num_samples": 10, "pretrained": "openai,datacomp_xl_s13b_b90k",
+        "reinforce": {"image_augmentation": {"rand_augment": {"enable": True, "p": 1.0},
+                                             "random_resized_crop": {"interpolation": "bicubic", "size": 224}}}}
+    hub.add_commit("apple/DataCompDR-1B", {"README.md": readme, "config.json": json.dumps(apple_1b_config).encode(), **{
+        f"{k:02d}/00000000.tar": (tmp_path / "1b" / f"{k:05d}.tar").read_bytes() for k in range(2)}},
+        repo_type="dataset")
+    with hub.install(cache_dir=tmp_path / "hub-cache"):
+        try:
+            streamed = load_dataset("datacompdr", "12m", streaming=True, split="train")
+            assert streamed.num_shards == 2
+            urls = [e["__url__"] for e in streamed]
+            assert urls == ["hf://datasets/apple/DataCompDR-12M/00000000.tar"] * 2 + [
+                "hf://datasets/apple/DataCompDR-12M/00000001.tar"] * 2
+            table = load_dataset("datacompdr", "12m", split="train", cache_dir=str(tmp_path / "cache"))
+            assert table.num_rows == 4 and table.features["image_emb"].shape == (None, 1536)
+            one_b = load_dataset("datacompdr", "1b", streaming=True, split="train")
+            assert [e["image_emb"].shape for e in one_b] == [(10, 1536)] * 2
+        finally:  # fsspec keeps HfFileSystem instances with their listings: later tests must not see the fake repos
+            HfFileSystem.clear_instance_cache()
+    meta = get_metadata(one_b)
+    assert meta.source == "hf://datasets/apple/DataCompDR-1B/config.json" and meta.num_augmentations == 10
+    assert [t.pretrained for t in meta.teachers] == ["openai", "datacomp_xl_s13b_b90k"]
+    assert meta.embedding_dims == [768, 768]  # Apple's config names the teachers; the widths come from the config
+
+
 def test_streaming_and_map_style_agree(tmp_path):
     write_shards(tmp_path / "shards", n_shards=2, per_shard=2, fmt="pth.gz")
     kwargs = dict(data_files=str(tmp_path / "shards" / "*.tar"), split="train", teachers=TEACHERS)
@@ -317,6 +400,11 @@ def test_bad_samples_are_skipped_counted_and_logged(tmp_path, caplog):
                                                        text_emb=nrng.random((3, D_SMALL), np.float32))))
     variant("uid_mismatch", lambda u, m: m.update(json=json.dumps({"uid": "f" * 32, "sha256": "x"}).encode()))
     variant("no_syn_key", lambda u, m: m.update(**{"syn.json": json.dumps({"captions": ["x"]}).encode()}))
+    variant("no_captions", lambda u, m: m.update(**{"syn.json": json.dumps({"syn_text": []}).encode()}))
+    variant("sha256_number", lambda u, m: m.update(json=json.dumps({"uid": u, "sha256": 12}).encode()))
+    # v1: 2 captions need exactly 1 + 2 text rows; a 4th row would shift every caption onto the wrong embedding
+    variant("text_rows", lambda u, m: m.update(npz=npz_bytes(image_emb=nrng.random((3, D_SMALL), np.float32),
+                                                             text_emb=nrng.random((4, D_SMALL), np.float32))))
     samples = [(good[0][1]["uid"], good[0][0])]
     samples += [(uid, members) for uid, members in bad.values()]
     samples += [(e["uid"], m) for m, e in good[1:]]
@@ -327,14 +415,15 @@ def test_bad_samples_are_skipped_counted_and_logged(tmp_path, caplog):
         ds = load_dataset("datacompdr", **kwargs)
         assert keys_of(ds) == [e["uid"] for _, e in good]  # every good one, none of the bad ones
     assert datacompdr_stats()["skipped"] == {
-        "missing_member": 1, "bad_param_aug": 1, "undecodable_member": 2, "bad_embedding": 2, "count_mismatch": 1,
-        "uid_mismatch": 1, "bad_syn_text": 1}
+        "missing_member": 1, "bad_param_aug": 1, "undecodable_member": 3, "bad_embedding": 2, "count_mismatch": 2,
+        "uid_mismatch": 1, "bad_syn_text": 2}
     text = caplog.text
     assert f"field 'npz:image_emb' of sample __key__='{bad['wrong_width'][0]}' in shard '{shard}'" in text
     assert "width 12 != 16" in text
     assert f"field 'paug.json' of sample __key__='{bad['missing_paug'][0]}'" in text
     assert "op 0 index is 14" in text
-    assert "shard " + shard + ": yielded 3, skipped 9" in text
+    assert "4 rows, expected 1 ground-truth row + 2 synthetic rows" in text
+    assert "shard " + shard + ": yielded 3, skipped 12" in text
 
     with pytest.raises(DataCompDRSampleError, match=r"\[bad_embedding\] field 'npz:image_emb' of sample __key__="):
         list(load_dataset("datacompdr", strict=True, **kwargs))
@@ -369,6 +458,9 @@ def test_corrupt_and_truncated_tars_never_stop_the_stream(tmp_path):
                    + [("s1.tar", uid_of(0, k)) for k in (0, 1)]
                    + [("s2.tar", uid_of(0, k)) for k in range(4)])
     assert datacompdr_stats()["skipped"] == {"corrupt_tar_member": 2, "corrupt_tar": 1}
+    with pytest.raises(DataCompDRSampleError, match=r"\[corrupt_tar_member\] field '\(tar\)' of sample __key__="):
+        list(load_dataset("datacompdr", data_files=files, split="train", streaming=True, teachers=TEACHERS,
+                          strict=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -379,13 +471,13 @@ def test_join_images_and_captions(tmp_path):
     rng = random.Random(3)
     images = tmp_path / "images"
     images.mkdir()
-    uids = [uid_of(0, k) for k in range(8)]
+    uids = [uid_of(0, k) for k in range(9)]
     samples, expected = [], {}
     for k, uid in enumerate(uids):
         if k == 2:  # boxes chosen so that halving the image halves them exactly
             param_aug = [[[20, 40, 100, 200], [[6, 0.27]]], [[0, 0, 240, 320], [[0, 0.0]]]]
         else:
-            param_aug = [augment_replay.sample_params(rng, (320, 240)) for _ in range(2)]
+            param_aug = [augment_replay.sample_params(rng, (640, 480) if k == 6 else (320, 240)) for _ in range(2)]
         if k == 5:  # boxes of a 640x480 original that cannot fit a 100x80 image
             param_aug = [[[300, 400, 150, 200], [[0, 0.0]]], [[0, 0, 480, 640], [[0, 0.0]]]]
         members, expected[uid] = make_sample(uid, rng, param_aug=param_aug)
@@ -394,7 +486,8 @@ def test_join_images_and_captions(tmp_path):
 
     # 0: jpg named by uid; 1: RGBA png named by uid; 2: in an img2dataset tar, stored at half size, original size
     # recorded in its .json; 3: no image at all; 4: truncated jpeg; 5: 100x80 image, no original size anywhere;
-    # 6: half-size jpg, original size from the captions parquet; 7: full size but no caption
+    # 6: quarter-size jpg of a 640x480 original recorded in the captions parquet; 7: full size but no caption;
+    # 8: the parquet records a 480x480 original but the file is 160x120: not a resize (cropped), so dropped
     (images / f"{uids[0]}.jpg").write_bytes(jpeg_bytes((320, 240), 0))
     (images / f"{uids[1]}.png").write_bytes(jpeg_bytes((320, 240), 1, fmt="PNG", mode="RGBA"))
     write_tar(images / "downloads.tar", [("000000007", {
@@ -405,20 +498,22 @@ def test_join_images_and_captions(tmp_path):
     (images / f"{uids[5]}.jpg").write_bytes(jpeg_bytes((100, 80), 5))
     (images / f"{uids[6]}.jpg").write_bytes(jpeg_bytes((160, 120), 6))
     (images / f"{uids[7]}.jpg").write_bytes(jpeg_bytes((320, 240), 7))
+    (images / f"{uids[8]}.jpg").write_bytes(jpeg_bytes((160, 120), 8))
     captioned = [u for k, u in enumerate(uids) if k != 7]
+    recorded = {uids[6]: (640, 480), uids[8]: (480, 480)}
     pq.write_table(pa.table({
         "uid": captioned, "text": [f"caption of {u[-4:]}" for u in captioned],
-        "original_width": [480 if u == uids[6] else None for u in captioned],
-        "original_height": [480 if u == uids[6] else None for u in captioned]}), tmp_path / "captions.parquet")
-    # uids[6]: the metadata records a 480x480 original but the file is 160x120: x scales by 1/3, y by 1/4
+        "original_width": [recorded.get(u, (None,))[0] for u in captioned],
+        "original_height": [recorded.get(u, (None, None))[1] for u in captioned]}), tmp_path / "captions.parquet")
     ds = load_dataset("datacompdr", data_files=str(tmp_path / "00000.tar"), split="train", streaming=True,
-                      teachers=TEACHERS, image_dir=str(images), captions=str(tmp_path / "captions.parquet"))
+                      teachers=TEACHERS, image_dir=str(images), captions=str(tmp_path / "captions.parquet"),
+                      cache_dir=str(tmp_path / "cache"))
     assert ds.features["image"] == Image(decode=False) and ds.features["text"] == Value("string")
     assert ds.features["image_width"] == Value("int32") and ds.features["crop_rescaled"] == Value("bool")
     examples = {e["uid"]: e for e in ds}
     assert sorted(examples) == sorted([uids[0], uids[1], uids[2], uids[6]])
     assert datacompdr_stats()["skipped"] == {"missing_image": 1, "unreadable_image": 1, "crop_outside_image": 1,
-                                             "missing_caption": 1}
+                                             "missing_caption": 1, "image_size_mismatch": 1}
     assert datacompdr_stats()["crop_rescaled"] == 2
 
     first = examples[uids[0]]
@@ -431,11 +526,10 @@ def test_join_images_and_captions(tmp_path):
     half = examples[uids[2]]
     assert (half["image_width"], half["image_height"], half["crop_rescaled"]) == (160, 120, True)
     assert [e["crop"] for e in half["param_aug"]] == [[10, 20, 50, 100], [0, 0, 120, 160]]
-    squashed = examples[uids[6]]
-    assert squashed["crop_rescaled"]
-    for got, (box, _) in zip(squashed["param_aug"], expected[uids[6]]["param_aug"]):
-        want = [box[0] / 4, box[1] / 3, box[2] / 4, box[3] / 3]
-        assert all(abs(g - w) <= 1 for g, w in zip(got["crop"], want)), (got["crop"], box)
+    quarter = examples[uids[6]]
+    assert quarter["crop_rescaled"] and (quarter["image_width"], quarter["image_height"]) == (160, 120)
+    for got, (box, _) in zip(quarter["param_aug"], expected[uids[6]]["param_aug"]):
+        assert all(abs(g - b / 4) <= 1 for g, b in zip(got["crop"], box)), (got["crop"], box)
 
     # the student's view of a joined sample, and the teacher row of exactly that view
     transform = augment_replay.ReplayTransform(size=64, interpolation="bilinear")
@@ -445,11 +539,20 @@ def test_join_images_and_captions(tmp_path):
     assert torch.equal(view["pixel_values"], reference) and view["pixel_values"].shape == (3, 64, 64)
     assert torch.equal(view["image_emb"], torch.from_numpy(half["image_emb"][0]))
 
+    strict = load_dataset("datacompdr", data_files=str(tmp_path / "00000.tar"), split="train", streaming=True,
+                          teachers=TEACHERS, image_dir=str(images), cache_dir=str(tmp_path / "cache"), strict=True)
+    with pytest.raises(DataCompDRSampleError, match=rf"\[missing_image\] field 'image' of sample __key__='{uids[3]}'"):
+        list(strict)
+
 
 def test_caption_join_from_metadata_tars_and_image_tar_glob(tmp_path):
     rng = random.Random(4)
     uids = [uid_of(0, k) for k in range(3)]
-    write_tar(tmp_path / "dr.tar", [(u, make_sample(u, rng)[0]) for u in uids])
+    samples = [(u, make_sample(u, rng)[0]) for u in uids]
+    # uids[1]'s json records the true sha256 of its image (the others a placeholder)
+    samples[1][1]["json"] = json.dumps({"uid": uids[1], "sha256": hashlib.sha256(jpeg_bytes((320, 240), 1))
+                                        .hexdigest()}).encode()
+    write_tar(tmp_path / "dr.tar", samples)
     # DataComp-12M metadata shards: {key}.txt caption + {key}.json with the uid (keys are not uids)
     write_tar(tmp_path / "meta-00000.tar", [(f"{k:09d}", {"txt": f"gt {k}".encode(),
                                                           "json": json.dumps({"uid": u}).encode()})
@@ -460,7 +563,7 @@ def test_caption_join_from_metadata_tars_and_image_tar_glob(tmp_path):
                                                for k, u in enumerate(uids)])
     ds = load_dataset("datacompdr", data_files=str(tmp_path / "dr.tar"), split="train", streaming=True,
                       teachers=TEACHERS, captions=str(tmp_path / "meta-*.tar"),
-                      image_dir=[str(tmp_path / "img" / "*.tar")])
+                      image_dir=[str(tmp_path / "img" / "*.tar")], cache_dir=str(tmp_path / "cache"))
     got = [(e["uid"], e["text"], e["image"]["path"]) for e in ds]
     assert got == [(uids[0], "gt 0", "000000000.jpg"), (uids[1], "gt 1", "000000001.jpg")]
     assert datacompdr_stats()["skipped"] == {"missing_caption": 1}
@@ -470,6 +573,17 @@ def test_caption_join_from_metadata_tars_and_image_tar_glob(tmp_path):
                          cache_dir=str(tmp_path / "cache"))
     assert table["uid"] == uids[:2] and table["text"] == ["gt 0", "gt 1"]
     assert table[1]["image"]["bytes"] == jpeg_bytes((320, 240), 1) and table["image_width"] == [320, 320]
+    # both loads share one memory-mapped index per join (the same files, found through a glob and a folder)
+    indexes = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "datacompdr-join-index").iterdir()
+                     if p.suffix == ".arrow")
+    assert indexes == ["captions", "image_dir"]
+
+    reset_datacompdr_stats()
+    checked = load_dataset("datacompdr", data_files=str(tmp_path / "dr.tar"), split="train", streaming=True,
+                           teachers=TEACHERS, image_dir=str(tmp_path / "img"), check_sha256=True,
+                           cache_dir=str(tmp_path / "cache"))
+    assert keys_of(checked) == [uids[1]]
+    assert datacompdr_stats()["skipped"] == {"sha256_mismatch": 2}
 
 
 def test_local_shards_without_metadata_infer_the_width(tmp_path, caplog):
@@ -513,26 +627,34 @@ def test_split_dataset_by_node_splits_by_shard(tmp_path):
     seen = [[(Path(e["__url__"]).name, e["__key__"]) for e in p] for p in parts]
     assert {name for name, _ in seen[0]}.isdisjoint({name for name, _ in seen[1]})  # whole shards per rank
     assert sorted(k for part in seen for _, k in part) == sorted(expected)
+    assert get_metadata(parts[1]).embedding_dims == [6, 10]  # the metadata travels with the split
 
 
 _TWO_PROCESS_SCRIPT = '''
-import json, sys
+import json, os, sys
 import dataset_scripts
+import torch
 from accelerate import PartialState
 from accelerate.utils import DistributedType
 from datasets import load_dataset
 from datasets.distributed import split_dataset_by_node
 
+shards, images, out, teachers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 state = PartialState(cpu=True)
-assert state.distributed_type == DistributedType.MULTI_CPU and state.num_processes == 2, state
-ds = load_dataset("datacompdr", data_files=sys.argv[1], split="train", streaming=True,
-                  teachers=json.loads(sys.argv[3]))
+if state.distributed_type != DistributedType.MULTI_CPU or state.num_processes != 2:
+    raise SystemExit(f"expected 2 CPU ranks, got {state.distributed_type} x {state.num_processes}")
+# both ranks build / open the image index at once (file lock), then stream their shards through 2 DataLoader workers
+ds = load_dataset("datacompdr", data_files=shards, split="train", streaming=True, teachers=teachers,
+                  image_dir=images, cache_dir=os.environ["HF_DATASETS_CACHE"])
 ds = split_dataset_by_node(ds.shuffle(seed=0, buffer_size=2), rank=state.process_index,
                            world_size=state.num_processes)
 ds.set_epoch(1)
-keys = [example["__key__"] for example in ds]
-with open(f"{sys.argv[2]}/rank{state.process_index}.json", "w") as f:
-    json.dump({"keys": keys, "num_shards": ds.num_shards}, f)
+loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+keys = [example["__key__"] for example in loader if example["image"]["bytes"]]
+with open(f"{out}/rank{state.process_index}.json", "w") as f:
+    json.dump({"keys": keys, "num_shards": ds.num_shards, "pid": os.getpid(), "world": state.num_processes}, f)
+state.wait_for_everyone()
+state.destroy_process_group()
 '''
 
 
@@ -544,12 +666,17 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_accelerate_two_processes_cover_every_sample_once(tmp_path):
-    """`accelerate launch --num_processes 2` on CPU (torchrun launcher + gloo): each sample on exactly one rank.
+    """Two real ranks (`accelerate launch`, torchrun launcher + gloo), each with 2 DataLoader workers and the image
+    join: every sample is seen exactly once, and the ranks share one image index.
 
     `accelerate launch --cpu --num_processes 2` starts a single process in accelerate 1.15 (multi-CPU there means
-    mpirun), so the ranks are launched with the torchrun launcher and the script asks for `PartialState(cpu=True)`.
+    mpirun), so the ranks are launched with `--multi_gpu` (torchrun) and the script asks for `PartialState(cpu=True)`
+    and exits non-zero unless it sees 2 ranks; the test also checks that 2 distinct processes reported back.
     """
     expected = write_shards(tmp_path / "shards", n_shards=4, per_shard=3)
+    (tmp_path / "images").mkdir()
+    for k, uid in enumerate(expected):
+        (tmp_path / "images" / f"{uid}.jpg").write_bytes(jpeg_bytes((320, 240), k))
     script = tmp_path / "two_ranks.py"
     script.write_text(_TWO_PROCESS_SCRIPT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT),
@@ -557,11 +684,15 @@ def test_accelerate_two_processes_cover_every_sample_once(tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), str(script), str(tmp_path / "shards" / "*.tar"),
-               str(tmp_path), json.dumps(TEACHERS)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+               str(tmp_path / "images"), str(tmp_path), json.dumps(TEACHERS)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
     assert [r["num_shards"] for r in ranks] == [2, 2]
     keys = ranks[0]["keys"] + ranks[1]["keys"]
     assert len(keys) == len(set(keys)) == len(expected) and set(keys) == set(expected)
-    assert ranks[0]["keys"] and ranks[1]["keys"]
+    assert len(ranks[0]["keys"]) == len(ranks[1]["keys"]) == 6  # whole shards: 2 x 3 samples per rank
+    index_files = [p.name for p in (tmp_path / "cache" / "datacompdr-join-index").iterdir()]
+    assert len([n for n in index_files if n.endswith(".arrow")]) == 1  # one index for both ranks
+    assert not [n for n in index_files if n.endswith(".incomplete")]  # nothing half-written left behind
