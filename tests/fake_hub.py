@@ -1,15 +1,34 @@
 """An in-process fake Hugging Face Hub for offline tests (docs/hf-ecosystem.md section 7).
 
 `huggingface_hub` sends every request through one `httpx2.Client`; `FakeHub.install()` swaps in a client whose
-transport is `httpx2.MockTransport(hub.handle)`, so `HfApi` uploads, `hf_hub_download` / `snapshot_download`,
-`ModelCard.validate()` and transformers' `from_pretrained("org/name")` all talk to this object. No socket is opened.
+transport is `httpx2.MockTransport(hub.handle)`, so `HfApi` uploads (`create_repo`, `upload_folder`, also with
+`run_as_future=True`, `path_in_repo`, `delete_patterns`), `hf_hub_download` / `snapshot_download`,
+`ModelCard.validate()`, transformers' `from_pretrained("org/name")` / `pipeline(model="org/name")` and datasets'
+`load_dataset("org/name")` all talk to this object. No socket is opened.
 
-    hub = FakeHub()
-    with hub.install(cache_dir=tmp_path / "hub-cache"):
-        HfApi().create_repo("org/tiny", exist_ok=True)
-        HfApi().upload_folder(repo_id="org/tiny", folder_path=model_dir)
-        model = AutoModel.from_pretrained("org/tiny")
-    hub.files("org/tiny")            # {path: bytes} of the latest commit
+Use it from any test module:
+
+    from fake_hub import FakeHub, fake_hub_fixture  # noqa: F401  (the `fake_hub` fixture: a fresh hub per test)
+
+    def test_push(fake_hub, tmp_path):
+        push_folder_to_hub(model_dir, "org/tiny", commit_message="Add weights")   # or HfApi().upload_folder(...)
+        assert set(fake_hub.files("org/tiny")) >= {"config.json", "model.safetensors"}
+        model = AutoModel.from_pretrained("org/tiny")                             # downloads from the fake hub
+
+or by hand: `with FakeHub().install(cache_dir=tmp_path / "hub-cache") as hub: ...` (downloads are cached under
+`cache_dir`; on exit every patched constant, environment variable and the client factory are restored).
+
+What a test can read:
+    hub.files(repo_id, repo_type="model", revision="main")  {path: bytes} of the latest commit (or a commit oid)
+    hub.commits(repo_id, repo_type="model")                 [Commit(oid, message, files (full tree), changed)]
+    hub.repo_exists(repo_id, repo_type="model")
+    hub.requests                                            [(method, path)] of every request, in order
+    hub.validated                                           bodies posted to /api/validate-yaml {"repoType", "content"}
+    hub.failures                                            injected failures; `.times` counts down as they are served
+and seed or move a store:
+    hub.add_commit(repo_id, {path: bytes}, repo_type=, message=)   commit without HTTP
+    hub.dump(folder) / FakeHub.load(folder)   the store on disk, e.g. for a subprocess that imports this file by path
+                                              (it imports nothing from this project; install() there too)
 
 Failure injection (checked before a route does anything):
 
@@ -17,12 +36,11 @@ Failure injection (checked before a route does anything):
     hub.fail("commit", status=403)            # every commit answers 403 until `hub.clear_failures()`
     hub.fail("*", status="connect")           # every request raises httpx2.ConnectError
 
-Route names: "create_repo", "preupload", "commit", "resolve", "info", "tree", "validate_yaml", "*" (all).
-
-A store survives a process boundary: `hub.dump(folder)` writes it to disk and `FakeHub.load(folder)` serves it
-again, e.g. from a subprocess that imports this file by path (it imports nothing from this project).
-
-The `fake_hub` pytest fixture at the bottom (import `fake_hub_fixture` into a test module) installs a fresh hub for one test and restores everything afterwards.
+Route names: "create_repo", "preupload", "commit", "resolve", "info", "tree", "validate_yaml", "*" (all). Note that
+huggingface_hub itself retries a commit POST that answers 5xx, sleeping 1, 2, 4... s between tries (patch
+`huggingface_hub.utils._http.time.sleep` to keep such a test fast). Requests must carry this hub's token (`HF_TOKEN`
+is set to it by install()); another token gets 401. `/api/validate-yaml` applies the subset of the Hub's metadata
+checks in `validate_metadata` (licence ids, `other` + name + link, pipeline_tag, widget, model-index, configs).
 """
 
 from __future__ import annotations

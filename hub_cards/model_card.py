@@ -1,13 +1,12 @@
-"""Hub model and dataset cards for MobileCLIP checkpoints and reinforced (DataCompDR-layout) datasets.
+"""Model cards (`README.md`) for MobileCLIP checkpoints: converted Apple weights, fine-tunes and models trained here.
 
     card = generate_model_card("out/mobileclip-s0", repo_id="org/mobileclip-s0")   # converted Apple weights
     card = generate_model_card(model, "mobileclip-s0", processor=processor, repo_id="org/s0-ft",
-                               converted_from_apple=False, base_model="apple/MobileCLIP-S0")  # a fine-tune
-    card.write("out/mobileclip-s0")        # README.md + the widget images it references
+                               converted_from_apple=False, base_model="apple/MobileCLIP-S0",
+                               eval_results=[{"dataset": "held-out", "metrics": {"eval/image_to_text_r1": 0.41}}],
+                               training={"data": "org/my-reinforced", "teachers": [...], "hyperparameters": {...}})
+    card.write("out/mobileclip-s0")        # README.md + the widget images (and LICENSE) it references
     validate_card(card)                    # the Hub's metadata check (POST {HF_ENDPOINT}/api/validate-yaml)
-
-    card = generate_dataset_card(json.load(open("reinforced/config.json")), repo_id="org/my-datacompdr",
-                                 license="cc-by-nc-4.0")
 
 Licence, preprocessing and Apple's published results come from `PRETRAINED_TAGS`; there is no default licence: a
 model that is not (derived from) Apple's weights needs `license=`. Custom-code models get no live widget on the Hub,
@@ -16,63 +15,50 @@ so every widget example carries a static `output` computed by running the model 
 
 from __future__ import annotations
 
-import copy
 import io
-import json
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants
 from PIL import Image
 
 from modeling_mobileclip.configuration_mobileclip import MOBILECLIP_VARIANTS, PRETRAINED_TAGS, resolve_variant
 
-TEMPLATE_DIR = Path(__file__).parent
-MODEL_CARD_TEMPLATE = TEMPLATE_DIR / "model_card.md.j2"
-DATASET_CARD_TEMPLATE = TEMPLATE_DIR / "dataset_card.md.j2"
+from .common import (
+    APPLE_ATTRIBUTION_NOTICE,
+    APPLE_LICENSE_NAME,
+    BIBTEX,
+    CODE_LICENSE,
+    PAPERS,
+    check_repo_id,
+    licence_line,
+    normalise_licence,
+    teacher_rows,
+)
 
+MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md.j2")
 PIPELINE_TAG = "zero-shot-image-classification"
 MODEL_TAGS = ("mobileclip", "clip", "zero-shot-image-classification", "custom_code")
 HYPOTHESIS_TEMPLATE = "This is a photo of {}."  # the zero-shot pipeline's default, so widget outputs match it
 WIDGET_DIR = "widget"
-APPLE_LICENSE_NAME = "apple-amlr"
+LICENSE_FILE = "LICENSE"  # where a copy of the weights' licence agreement goes in the repo
 # What Apple trained each family on (ml-mobileclip README / training configs; docs/datacompdr.md section 1).
 APPLE_TRAINING_DATASETS = {"mobileclip": ["apple/DataCompDR-1B"], "mobileclip2": ["apple/DFNDR-2B"]}
-PAPERS = {
-    "mobileclip": "MobileCLIP (Vasu et al., CVPR 2024, [arXiv:2311.17049](https://arxiv.org/abs/2311.17049))",
-    "mobileclip2": "MobileCLIP2 (Faghri et al., TMLR 2025, [arXiv:2508.20691](https://arxiv.org/abs/2508.20691))",
-}
 COPYRIGHT_YEAR = {"mobileclip": "2024", "mobileclip2": "2025"}
-BIBTEX = """@inproceedings{vasu2024mobileclip,
-  title     = {MobileCLIP: Fast Image-Text Models through Multi-Modal Reinforced Training},
-  author    = {Vasu, Pavan Kumar Anasosalu and Pouransari, Hadi and Faghri, Fartash and Vemulapalli, Raviteja and
-               Tuzel, Oncel},
-  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
-  year      = {2024}
-}
-
-@article{faghri2025mobileclip2,
-  title   = {MobileCLIP2: Improving Multi-Modal Reinforced Training},
-  author  = {Faghri, Fartash and Vasu, Pavan Kumar Anasosalu and Koc, Cem and Shankar, Vaishaal and
-             Toshev, Alexander T and Tuzel, Oncel and Pouransari, Hadi},
-  journal = {Transactions on Machine Learning Research},
-  year    = {2025},
-  note    = {arXiv:2508.20691}
-}"""
+TRAINING_KEYS = ("data", "teachers", "hyperparameters", "command")
 _APPLE_HUB_IDS = {tag["hub_id"]: name for name, tag in PRETRAINED_TAGS.items()}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class MobileCLIPModelCard(ModelCard):
-    """A `ModelCard` that also carries the files its metadata references (widget images) and its target repo.
-
-    `write(folder)` writes `README.md` plus those files; `push_model_to_hub` / `push_folder_to_hub` call it.
-    """
+    """A `ModelCard` that also carries the files its metadata and text reference (widget images, the licence
+    agreement) and its target repo. `write(folder)` writes `README.md` plus those files; `push_model_to_hub` calls
+    it."""
 
     assets: dict[str, bytes]
     repo_id: str | None
@@ -96,7 +82,7 @@ class MobileCLIPModelCard(ModelCard):
 
 @dataclass(frozen=True)
 class WidgetExample:
-    """One widget entry: a repo-relative PNG path, the image itself, the labels and a title."""
+    """One widget entry: its path in the repo (a PNG), the image itself, the labels and a title."""
 
     src: str
     image: Image.Image
@@ -158,6 +144,12 @@ def _widget_examples(widget_images: Sequence[Mapping | WidgetExample] | None) ->
     return examples
 
 
+def widget_url(repo_id: str | None, path: str) -> str:
+    """The widget `src` of a file stored in the repo: its resolve URL (the Hub page fetches it from the browser, so a
+    bare relative path would not resolve); the relative path while the repo is unknown."""
+    return f"{constants.ENDPOINT}/{repo_id}/resolve/main/{path}" if repo_id else path
+
+
 @torch.no_grad()
 def zero_shot_scores(model, processor, images: Sequence[Image.Image],
                      labels: Sequence[Sequence[str]]) -> list[list[dict]]:
@@ -199,24 +191,6 @@ def _apple_licence(variant: str) -> dict:
     return {"license": tag["license"], "license_name": tag["license_name"], "license_link": tag["license_link"]}
 
 
-def _normalise_licence(license: str | Mapping) -> dict:
-    if isinstance(license, str):
-        if license == "other":
-            raise ValueError("license='other' needs a name and a link: pass license={'license': 'other', "
-                             "'license_name': ..., 'license_link': ...}.")
-        return {"license": license}
-    if isinstance(license, Mapping) and license.get("license"):
-        unknown = set(license) - {"license", "license_name", "license_link"}
-        if unknown:
-            raise ValueError(f"license dict has unknown keys {sorted(unknown)}; use 'license', 'license_name', "
-                             "'license_link'.")
-        if license["license"] == "other" and not (license.get("license_name") and license.get("license_link")):
-            raise ValueError(f"license={dict(license)!r}: 'other' needs both 'license_name' and 'license_link'.")
-        return {k: license[k] for k in ("license", "license_name", "license_link") if license.get(k)}
-    raise ValueError(f"license={license!r}; pass a Hub licence id such as 'apache-2.0' or a dict with 'license' "
-                     "(and 'license_name'/'license_link' for 'other').")
-
-
 def _resolve_licence(variant, converted_from_apple, base_model, license) -> tuple[dict, str | None]:
     """(licence fields, the Apple variant the weights derive from or None)."""
     if converted_from_apple:
@@ -229,14 +203,14 @@ def _resolve_licence(variant, converted_from_apple, base_model, license) -> tupl
                              f"({PRETRAINED_TAGS[variant]['hub_id']}) in the card body. Pass "
                              "converted_from_apple=False for a fine-tune.")
         licence = _apple_licence(variant)
-        if license is not None and _normalise_licence(license) != licence:
+        if license is not None and normalise_licence(license) != licence:
             raise ValueError(f"license={license!r} for converted Apple weights; they cannot be relicensed and keep "
                              f"{licence} (PRETRAINED_TAGS[{variant!r}]). Drop the license argument.")
         return licence, variant
     base_variant = _APPLE_HUB_IDS.get(base_model) if isinstance(base_model, str) else None
     if base_variant is not None:  # a fine-tune of Apple's weights is a derivative: the AMLR terms follow it
         licence = _apple_licence(base_variant)
-        if license is not None and _normalise_licence(license) != licence:
+        if license is not None and normalise_licence(license) != licence:
             raise ValueError(f"license={license!r}, but base_model={base_model!r} is Apple's and its derivatives stay "
                              f"under {licence['license_name']} ({licence['license_link']}). Drop the license "
                              "argument.")
@@ -246,23 +220,42 @@ def _resolve_licence(variant, converted_from_apple, base_model, license) -> tupl
                          f"False) and base_model={base_model!r} is not one of Apple's repos. Pass license= (e.g. "
                          "'apache-2.0', or {'license': 'other', 'license_name': ..., 'license_link': ...}); if they "
                          "derive from Apple's weights, pass base_model='apple/MobileCLIP-...' instead.")
-    licence = _normalise_licence(license)
+    licence = normalise_licence(license)
     return licence, (variant if licence.get("license_name") == APPLE_LICENSE_NAME else None)
 
 
-def _apple_attribution(licence: dict, apple_variant: str | None, modification: str) -> str | None:
+def _licence_texts(licence: dict, apple_variant: str | None, modification: str, license_file) -> tuple[str, str | None,
+                                                                                                      bytes | None]:
+    """(licence paragraph, Apple's attribution block or None, the agreement's bytes for LICENSE or None)."""
+    agreement = None
+    if license_file is not None:
+        path = Path(license_file)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise FileNotFoundError(f"license_file={str(path)!r} is not a non-empty file; pass the licence "
+                                    "agreement's text (e.g. Apple's LICENSE_MODELS).")
+        agreement = path.read_bytes()
+    copy_note = (f"A copy of the agreement is in [`{LICENSE_FILE}`]({LICENSE_FILE})." if agreement is not None else
+                 f"Its text: {licence.get('license_link') or licence['license']}.")
     if licence.get("license_name") != APPLE_LICENSE_NAME:
-        return None
+        return f"The weights are licensed under {licence_line(licence)}. {copy_note}", None, agreement
+    if agreement is None:
+        warnings.warn("The weights are under Apple's AMLR licence, which asks every redistribution to include a copy "
+                      f"of the agreement: pass license_file= (the text of {licence['license_link']}) so the card "
+                      f"ships it as {LICENSE_FILE}.", UserWarning, stacklevel=3)
+    text = (f"The weights are licensed under the Apple Machine Learning Research Model License Agreement "
+            f"([{APPLE_LICENSE_NAME}]({licence['license_link']})): research purposes only, not for commercial use. "
+            f"Fine-tunes and other derivatives stay under the same terms. {copy_note}")
+    if agreement is None:
+        text += " Redistributions must include a copy of the agreement."
     year = COPYRIGHT_YEAR.get(_family(apple_variant), "2024-2025")
     original = PRETRAINED_TAGS[apple_variant]["hub_id"] if apple_variant else "Apple's MobileCLIP weights"
-    return (f"Copyright (C) {year} Apple Inc. All Rights Reserved.\n\n"
-            f"These weights are a derivative of {original}, distributed under the Apple Machine Learning Research "
-            f"Model License ({licence['license_link']}), which is included by reference and applies to every copy: "
-            f"use is limited to research purposes (non-commercial). **Modified:** {modification}")
+    attribution = (f"{APPLE_ATTRIBUTION_NOTICE}\n\nCopyright (C) {year} Apple Inc. All Rights Reserved.\n\n"
+                   f"These weights are a Model Derivative of {original}. **Modified:** {modification}")
+    return text, attribution, agreement
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Model card
+# Inputs
 
 
 def _load_model_and_processor(model_dir_or_model, processor, variant):
@@ -290,16 +283,23 @@ def _load_model_and_processor(model_dir_or_model, processor, variant):
     return model_dir_or_model, processor, None
 
 
+def _crop_size(image_processor) -> tuple[int, int]:
+    crop = image_processor.crop_size
+    return (crop["height"], crop["width"]) if isinstance(crop, Mapping) else (crop.height, crop.width)
+
+
+def _resample_name(image_processor) -> str:
+    return getattr(image_processor.resample, "name", str(image_processor.resample)).lower()
+
+
 def _check_processor_matches_tag(processor, variant: str) -> None:
     """Converted weights reproduce Apple's outputs only with Apple's preprocessing: compare with PRETRAINED_TAGS."""
     tag, size = PRETRAINED_TAGS[variant], MOBILECLIP_VARIANTS[variant]["vision"]["image_size"]
     ip = processor.image_processor
-    crop = ip.crop_size
-    crop = (crop["height"], crop["width"]) if isinstance(crop, Mapping) else (crop.height, crop.width)
     checks = {"image_mean": (tuple(np.round(ip.image_mean, 8)), tuple(np.round(tag["image_mean"], 8))),
               "image_std": (tuple(np.round(ip.image_std, 8)), tuple(np.round(tag["image_std"], 8))),
-              "crop_size": (crop, (size, size)),
-              "resample": (getattr(ip.resample, "name", str(ip.resample)).lower(), tag["resample"])}
+              "crop_size": (_crop_size(ip), (size, size)),
+              "resample": (_resample_name(ip), tag["resample"])}
     for name, (got, expected) in checks.items():
         if got != expected:
             raise ValueError(f"The processor's {name} is {got}, but PRETRAINED_TAGS[{variant!r}] says {expected}: "
@@ -307,26 +307,54 @@ def _check_processor_matches_tag(processor, variant: str) -> None:
                              f"MobileCLIPProcessor.from_variant({variant!r}).")
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "dataset"
+
+
 def _eval_results(eval_results) -> list[EvalResult]:
+    """EvalResults from EvalResult objects, flat dicts, or result rows `{"dataset", "metrics", "key"?, "split"?}`
+    (modeling_mobileclip.evaluate writes these; train_accelerate's `evaluate()` dict fits in "metrics", where a
+    tracker namespace such as "eval/" is dropped from the metric names)."""
     results = []
     for i, item in enumerate(eval_results or []):
         if isinstance(item, EvalResult):
             results.append(item)
-        elif isinstance(item, Mapping) and {"key", "dataset", "metrics"} <= set(item):  # a datacomp results row
+        elif isinstance(item, Mapping) and {"dataset", "metrics"} <= set(item) and isinstance(item["metrics"],
+                                                                                              Mapping):
             for metric, value in item["metrics"].items():
-                if metric == "main_metric" or not isinstance(value, (int, float)):
+                if metric == "main_metric" or isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
-                task = "zero-shot-image-classification" if "acc" in metric else "zero-shot-image-text-retrieval"
-                results.append(EvalResult(task_type=task, dataset_type=item["key"], dataset_name=item["dataset"],
-                                          metric_type=metric, metric_value=float(value),
+                name = metric.rsplit("/", 1)[-1]
+                task = "zero-shot-image-classification" if "acc" in name else "zero-shot-image-text-retrieval"
+                results.append(EvalResult(task_type=task, dataset_type=item.get("key") or _slug(item["dataset"]),
+                                          dataset_name=item["dataset"], metric_type=name, metric_value=float(value),
                                           dataset_split=item.get("split")))
         elif isinstance(item, Mapping) and {"dataset_type", "dataset_name", "metric_type", "metric_value"} <= set(item):
             results.append(EvalResult(**{"task_type": "zero-shot-image-classification", **item}))
         else:
             raise ValueError(f"eval_results[{i}] is {item!r}; expected a huggingface_hub.EvalResult, a dict with "
                              "dataset_type, dataset_name, metric_type, metric_value, or a results row "
-                             "{'key', 'dataset', 'metrics'} as written by modeling_mobileclip.evaluate.")
+                             "{'dataset', 'metrics', 'key'?, 'split'?} as written by modeling_mobileclip.evaluate.")
     return results
+
+
+def _training_section(training: Mapping | None) -> dict | None:
+    """What the card's "Training" section shows, checked: data, teachers (embedding order), hyperparameters, command."""
+    if training is None:
+        return None
+    if not isinstance(training, Mapping) or set(training) - set(TRAINING_KEYS):
+        raise ValueError(f"training={training!r}; give a dict with some of {', '.join(TRAINING_KEYS)} (unknown keys: "
+                         f"{sorted(set(training) - set(TRAINING_KEYS)) if isinstance(training, Mapping) else '-'}).")
+    data = training.get("data")
+    data = [data] if isinstance(data, str) else list(data or [])
+    hyperparameters = training.get("hyperparameters") or {}
+    if not isinstance(hyperparameters, Mapping):
+        raise ValueError(f"training['hyperparameters'] is {hyperparameters!r}; give a dict of name -> value.")
+    teachers = training.get("teachers")
+    return dict(data=", ".join(f"`{d}`" for d in data),
+                teachers=teacher_rows(teachers, "training['teachers']") if teachers else [],
+                hyperparameters=[dict(name=k, value=v) for k, v in hyperparameters.items()],
+                command=training.get("command"))
 
 
 def _architecture(config) -> str:
@@ -365,30 +393,84 @@ def _published(variant: str, converted: bool, fine_tuned: bool) -> dict:
                 paper=PAPERS[_family(variant)])
 
 
+def _preprocessing(variant: str | None, processor) -> dict:
+    """Image size, resample, mean and std as the card states them: the variant's (rule 15; the processor was checked
+    against them for converted weights), else the processor's."""
+    if variant is not None:
+        tag = PRETRAINED_TAGS[variant]
+        size, mean, std, resample = (MOBILECLIP_VARIANTS[variant]["vision"]["image_size"], tag["image_mean"],
+                                     tag["image_std"], tag["resample"])
+    else:
+        ip = processor.image_processor
+        size, mean, std, resample = _crop_size(ip)[0], ip.image_mean, ip.image_std, _resample_name(ip)
+    return dict(image_size=size, resample=resample, image_mean=[round(float(v), 8) for v in mean],
+                image_std=[round(float(v), 8) for v in std])
+
+
+def _provenance(variant, converted_from_apple, base_models, datasets, model_name, modification) -> dict:
+    """Title, summary, the "Weights" row and the modification notice for converted, fine-tuned and trained weights."""
+    display = PRETRAINED_TAGS[variant]["hub_id"].split("/")[-1] if variant else None
+    if converted_from_apple:
+        tag = PRETRAINED_TAGS[variant]
+        return dict(
+            title=f"{display} (transformers)",
+            summary=(f"Apple's {display} image-text model, from {PAPERS[_family(variant)]}, converted to transformers: "
+                     "zero-shot image classification and image/text embeddings."),
+            provenance=(f"Apple's `{tag['checkpoint']}` ({tag['checkpoint_format']} format, published as "
+                        f"[{tag['hub_id']}](https://huggingface.co/{tag['hub_id']})), converted to transformers"),
+            modification=modification or ("converted from Apple's checkpoint to the transformers format by "
+                                          "mobileclip-hf (parameter names and layout changed); the weight values were "
+                                          "not retrained."))
+    if base_models:
+        return dict(
+            title=model_name,
+            summary=f"A {display or 'MobileCLIP'} model fine-tuned from {', '.join(base_models)}.",
+            provenance=f"fine-tuned from {', '.join(f'`{b}`' for b in base_models)}",
+            modification=modification or f"fine-tuned from {', '.join(base_models)}" + (
+                f" on {', '.join(datasets)}." if datasets else "."))
+    return dict(
+        title=model_name,
+        summary=f"A MobileCLIP image-text model{' with the ' + display + ' architecture' if display else ''}.",
+        provenance="trained from scratch" + (f" on {', '.join(datasets)}" if datasets else ""),
+        modification=modification or "trained with mobileclip-hf.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
 def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_id: str | None = None,
                         processor=None, base_model: str | list[str] | None = None,
                         datasets: str | list[str] | None = None, eval_results: Sequence | None = None,
+                        training: Mapping | None = None,
                         widget_images: Sequence[Mapping | WidgetExample] | None = None,
                         converted_from_apple: bool = True, license: str | Mapping | None = None,
+                        license_file: str | os.PathLike | None = None,
                         modification: str | None = None) -> MobileCLIPModelCard:
     """Model card (`README.md`) for a MobileCLIP checkpoint.
 
     Args:
         model_dir_or_model: A `MobileCLIPModel`, or the folder it was saved to (with its processor). When a folder
-            is given, the widget images are written into it.
+            is given, the files the card references (widget images, LICENSE) are written into it.
         variant: Preset name (`mobileclip-s0` ... `mobileclip2-l-14`); defaults to `model.config.variant`.
-        repo_id: The repo the card is pushed to; the usage snippets load from it.
+        repo_id: The repo the card is pushed to; the usage snippets and widget image URLs point at it.
         processor: The model's `MobileCLIPProcessor` (default: loaded from the folder, else `from_variant`).
         base_model: Hub id(s) of the model this one was fine-tuned from (with `converted_from_apple=False`).
-        datasets: Hub ids of the training data (default for converted weights: Apple's training set).
-        eval_results: This checkpoint's results (`EvalResult`s, dicts, or `modeling_mobileclip.evaluate` rows),
-            written to `model-index` and a table.
+        datasets: Hub ids of the training data for the metadata (default for converted weights: Apple's training
+            set).
+        eval_results: This checkpoint's results (`EvalResult`s, dicts, or result rows `{"dataset", "metrics"}` as
+            written by `modeling_mobileclip.evaluate` or built from train_accelerate's `evaluate()`), written to
+            `model-index` and a table.
+        training: How the weights were trained, for the "Training" section: `{"data": Hub id(s) or paths,
+            "teachers": [{"model", "pretrained", "embedding_dim", "logit_scale"}, ...] (embedding order),
+            "hyperparameters": {name: value}, "command": the command line}`; every key optional.
         widget_images: Widget examples (dicts with image, candidate_labels, example_title, optional src); default:
             three generated images. Their static outputs are computed with the model.
         converted_from_apple: The weights are Apple's, converted: licence, attribution and datasets come from
             `PRETRAINED_TAGS[variant]`.
         license: Licence of weights that are not Apple's (required then; there is no default): a Hub licence id or
             `{"license": "other", "license_name": ..., "license_link": ...}`.
+        license_file: The licence agreement's text, shipped as `LICENSE` (Apple's AMLR asks redistributions to
+            include a copy; without it the card links the text and a UserWarning says so).
         modification: How these weights differ from Apple's (the derivative notice the AMLR asks for); a default
             describing the conversion or fine-tune is used.
     """
@@ -400,22 +482,22 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
         variant = resolve_variant(model.config.variant)
     if variant is not None and variant not in PRETRAINED_TAGS:
         raise ValueError(f"variant {variant!r} has no PRETRAINED_TAGS entry; valid: {', '.join(PRETRAINED_TAGS)}.")
-    if repo_id is not None and not _REPO_ID.match(repo_id):
-        raise ValueError(f"repo_id={repo_id!r} is not a Hub repo id; use 'namespace/name'.")
+    check_repo_id("repo_id", repo_id)
     base_models = [base_model] if isinstance(base_model, str) else list(base_model or [])
-    if any(not _REPO_ID.match(b) for b in base_models):
-        raise ValueError(f"base_model={base_model!r} must be Hub repo id(s) 'namespace/name'.")
+    for name in base_models:
+        check_repo_id("base_model", name)
     licence, apple_variant = _resolve_licence(variant, converted_from_apple,
                                               base_models[0] if len(base_models) == 1 else base_model, license)
     if converted_from_apple:
         _check_processor_matches_tag(processor, variant)
-    fine_tuned = not converted_from_apple and bool(base_models)
+    training_section = _training_section(training)
+    results = _eval_results(eval_results)
 
     examples = _widget_examples(widget_images)
     widget, widget_rows = [], []
     outputs = zero_shot_scores(model, processor, [e.image for e in examples], [e.candidate_labels for e in examples])
     for example, output in zip(examples, outputs):
-        widget.append({"src": example.src, "candidate_labels": ", ".join(example.candidate_labels),
+        widget.append({"src": widget_url(repo_id, example.src), "candidate_labels": ", ".join(example.candidate_labels),
                        "example_title": example.example_title, "output": output})
         widget_rows.append(dict(src=example.src, title=example.example_title,
                                 labels=", ".join(example.candidate_labels), top_label=output[0]["label"],
@@ -425,73 +507,37 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
     if datasets is None and converted_from_apple:
         datasets = APPLE_TRAINING_DATASETS[_family(variant)]
     datasets = [datasets] if isinstance(datasets, str) else (list(datasets) if datasets else None)
+    for name in datasets or []:
+        check_repo_id("datasets", name)
     family_tags = [_family(variant)] if variant and _family(variant) not in MODEL_TAGS else []
     model_name = repo_id.split("/")[-1] if repo_id else (variant or "mobileclip")
-    results = _eval_results(eval_results)
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag=PIPELINE_TAG, tags=[*MODEL_TAGS, *family_tags], **licence,
         datasets=datasets, base_model=base_model if base_models else None, widget=widget,
         model_name=model_name if results else None, eval_results=results or None,
     )
-
-    if variant is not None:  # preprocessing as the variant defines it (rule 15); checked against the processor above
-        tag, size = PRETRAINED_TAGS[variant], MOBILECLIP_VARIANTS[variant]["vision"]["image_size"]
-        mean, std, resample = tag["image_mean"], tag["image_std"], tag["resample"]
-    else:
-        ip = processor.image_processor
-        crop = ip.crop_size
-        size = crop["height"] if isinstance(crop, Mapping) else crop.height
-        mean, std = ip.image_mean, ip.image_std
-        resample = getattr(ip.resample, "name", str(ip.resample)).lower()
-    display = PRETRAINED_TAGS[variant]["hub_id"].split("/")[-1] if variant else None
-    if converted_from_apple:
-        tag = PRETRAINED_TAGS[variant]
-        provenance = (f"Apple's `{tag['checkpoint']}` ({tag['checkpoint_format']} format, published as "
-                      f"[{tag['hub_id']}](https://huggingface.co/{tag['hub_id']})), converted to transformers")
-        modification = modification or ("converted from Apple's checkpoint to the transformers format by "
-                                         "mobileclip-hf (parameter names and layout changed); the weight values were "
-                                         "not retrained.")
-        title, summary = f"{display} (transformers)", (
-            f"Apple's {display} image-text model, from {PAPERS[_family(variant)]}, converted to transformers: "
-            "zero-shot image classification and image/text embeddings.")
-    elif fine_tuned:
-        provenance = f"fine-tuned from {', '.join(f'`{b}`' for b in base_models)}"
-        modification = modification or f"fine-tuned from {', '.join(base_models)}" + (
-            f" on {', '.join(datasets)}." if datasets else ".")
-        title = model_name
-        summary = f"A MobileCLIP{' ' + display if display else ''} model fine-tuned from {', '.join(base_models)}."
-    else:
-        provenance = "trained from scratch" + (f" on {', '.join(datasets)}" if datasets else "")
-        modification = modification or "trained with mobileclip-hf."
-        title = model_name
-        summary = f"A MobileCLIP image-text model{' with the ' + display + ' architecture' if display else ''}."
-    licence_line = (f"[{licence['license_name']}]({licence['license_link']})" if licence.get("license_name")
-                    else f"`{licence['license']}`")
-    if licence.get("license_name") == APPLE_LICENSE_NAME:
-        licence_text = (f"The weights are licensed under the Apple Machine Learning Research Model License "
-                        f"([{APPLE_LICENSE_NAME}]({licence['license_link']})): research purposes only, not for "
-                        "commercial use. Fine-tunes and other derivatives stay under the same terms.")
-    else:
-        licence_text = f"The weights are licensed under {licence_line}."
+    provenance = _provenance(variant, converted_from_apple, base_models, datasets, model_name, modification)
+    licence_text, attribution, agreement = _licence_texts(licence, apple_variant, provenance["modification"],
+                                                          license_file)
+    if agreement is not None:
+        assets[LICENSE_FILE] = agreement
     usage = examples[0]
     card = MobileCLIPModelCard.from_template(
-        card_data, template_path=str(MODEL_CARD_TEMPLATE),
-        title=title, summary=summary, custom_code=True,
+        card_data, template_path=str(MODEL_CARD_TEMPLATE), custom_code=True,
+        title=provenance["title"], summary=provenance["summary"], provenance=provenance["provenance"],
         architecture=_architecture(model.config), variant_label=f"`{variant}`" if variant else "custom configuration",
         params_image=_millions(model.vision_model, model.visual_projection),
         params_text=_millions(model.text_model, model.text_projection),
-        image_size=size, resample=resample, image_mean=[round(float(v), 8) for v in mean],
-        image_std=[round(float(v), 8) for v in std], context_length=model.config.text_config.max_position_embeddings,
-        projection_dim=model.config.projection_dim, provenance=provenance, licence_line=licence_line,
+        **_preprocessing(variant, processor), context_length=model.config.text_config.max_position_embeddings,
+        projection_dim=model.config.projection_dim, licence_line=licence_line(licence),
         repo_id=repo_id or "<namespace>/<model-name>",
         usage_example={"src": usage.src, "labels": repr(list(usage.candidate_labels))},
-        widget_rows=widget_rows,
+        widget_rows=widget_rows, training=training_section,
         eval_rows=[dict(dataset=r.dataset_name, split=r.dataset_split or "-", metric=r.metric_type,
                         value=f"{r.metric_value:.4f}" if isinstance(r.metric_value, float) else r.metric_value)
                    for r in results],
-        published=_published(variant, converted_from_apple, fine_tuned) if variant else None,
-        licence_text=licence_text, apple_attribution=_apple_attribution(licence, apple_variant, modification),
-        bibtex=BIBTEX,
+        published=_published(variant, converted_from_apple, bool(base_models)) if variant else None,
+        licence_text=licence_text, apple_attribution=attribution, code_license=CODE_LICENSE, bibtex=BIBTEX,
     )
     card.assets, card.repo_id = assets, repo_id
     if model_dir is not None:
@@ -499,174 +545,3 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
             (model_dir / path).parent.mkdir(parents=True, exist_ok=True)
             (model_dir / path).write_bytes(data)
     return card
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Dataset card
-
-
-def _feature_schema(config: dict, total_dim: int):
-    """`datasets.Features` the generic WebDataset loader needs for shards in the reinforced layout."""
-    from datasets import Array2D, Features, Json, List, Value
-    from datasets import Image as ImageFeature
-
-    embedding_format = config.get("embedding_format", "npz")
-    if embedding_format not in ("npz", "pth.gz"):
-        raise ValueError(f"config['embedding_format'] is {embedding_format!r}; expected 'npz' or 'pth.gz'.")
-    layout = config.get("layout", "v1")
-    if layout not in ("v1", "raygen"):
-        raise ValueError(f"config['layout'] is {layout!r}; expected 'v1' or 'raygen'.")
-    syn_keys = config.get("syn_text_keys") or ["syn_text"]
-    if isinstance(syn_keys, str) or not all(isinstance(k, str) and k for k in syn_keys):
-        raise ValueError(f"config['syn_text_keys'] is {syn_keys!r}; give the list of synthetic-caption keys in "
-                         "syn.json, e.g. ['syn_text'].")
-    embedding = Array2D(shape=(None, total_dim), dtype="float32")
-    embeddings = {"image_emb": embedding, "text_emb": embedding}
-    if layout == "raygen":
-        embeddings.update({f"{key}_emb": embedding for key in syn_keys})
-    features, rows = {}, []
-    image_field = config.get("image_field")
-    if image_field:
-        features[image_field] = ImageFeature()
-        rows.append((image_field, "image", "the original image"))
-    for name, feature, content in (
-        ("url.txt", Value("string"), "image URL"),
-        ("json", {"uid": Value("string"), "sha256": Value("string")}, "`uid` and the image's `sha256`"),
-        ("syn.json", {key: List(Value("string")) for key in syn_keys}, "synthetic captions"),
-        ("paug.json", {"param_aug": List(Json())},
-         "per augmentation: `[[i, j, h, w] crop box, [[op, magnitude], ...] RandAugment ops]`"),
-        (embedding_format, embeddings,
-         f"float32 [n, {total_dim}]: `image_emb` one row per augmentation; `text_emb` ground-truth caption"
-         + (" then one row per synthetic caption" if layout == "v1" else "; `<key>_emb` per synthetic caption")
-         + (" (stored as bfloat16)" if embedding_format == "pth.gz" else "")),
-    ):
-        features[name] = feature
-        rows.append((name, _describe_feature(feature), content))
-    features["__key__"] = Value("string")
-    features["__url__"] = Value("string")
-    rows += [("__key__", "string", "sample key"), ("__url__", "string", "shard path")]
-    return Features(features), [dict(name=n, type=t, content=c) for n, t, c in rows]
-
-
-def _describe_feature(feature) -> str:
-    if isinstance(feature, dict):
-        return "struct{" + ", ".join(f"{k}: {_describe_feature(v)}" for k, v in feature.items()) + "}"
-    kind = type(feature).__name__
-    if kind == "Value":
-        return feature.dtype
-    if kind == "List":
-        return f"list<{_describe_feature(feature.feature)}>"
-    if kind == "Array2D":
-        return f"{feature.dtype}[n, {feature.shape[1]}]"
-    return kind.lower()
-
-
-def _teachers(config: dict) -> list[dict]:
-    teachers = config.get("teachers")
-    if not isinstance(teachers, list) or not teachers:
-        raise ValueError(f"config['teachers'] is {teachers!r}; the dataset card needs the teachers in embedding "
-                         "order: [{'model', 'pretrained', 'embedding_dim', 'logit_scale'}, ...] (the reinforcement "
-                         "tool's config.json).")
-    start, rows = 0, []
-    for i, teacher in enumerate(teachers):
-        dim = teacher.get("embedding_dim") if isinstance(teacher, Mapping) else None
-        if not isinstance(teacher, Mapping) or not teacher.get("model") or not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"config['teachers'][{i}] is {teacher!r}; each teacher needs 'model' and a positive int "
-                             "'embedding_dim' (optional 'pretrained', 'logit_scale').")
-        rows.append(dict(model=teacher["model"], pretrained=teacher.get("pretrained") or "-", embedding_dim=dim,
-                         columns=f"{start}:{start + dim}", logit_scale=teacher.get("logit_scale", "-")))
-        start += dim
-    return rows
-
-
-def _size_category(n: int | None) -> str | None:
-    if n is None:
-        return None
-    for bound, label in ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
-                         (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"), (1e10, "1B<n<10B")):
-        if n < bound:
-            return label
-    return "n>1T" if n > 1e12 else "10B<n<100B"
-
-
-def generate_dataset_card(config: dict, repo_id: str | None = None, *, license: str | Mapping | None = None,
-                          pretty_name: str | None = None) -> DatasetCard:
-    """Dataset card for reinforced shards, from the reinforcement run's config dict (its `config.json`).
-
-    Read from `config`: `teachers` (required), `captioner` (str or {"model", "pretrained"}), `augmentation`,
-    `num_augmentations`, `seed`, `layout` ("v1"/"raygen"), `embedding_format` ("npz"/"pth.gz"),
-    `syn_text_key_regex` / `syn_text_keys`, `shard_pattern` (default "*.tar"), `image_field` (if the shards hold
-    images), `num_samples`, `source_dataset`, `input_licenses` ({input name: licence}), `license`, `description`.
-    The licence has no default: pass `license=` or set `config["license"]`.
-    """
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config is a {type(config).__name__}; pass the reinforcement run's config dict.")
-    config = dict(copy.deepcopy(config))
-    if repo_id is not None and not _REPO_ID.match(repo_id):
-        raise ValueError(f"repo_id={repo_id!r} is not a Hub repo id; use 'namespace/name'.")
-    license = license if license is not None else config.get("license")
-    if license is None:
-        raise ValueError("No licence for the dataset: pass license= or set config['license']. It must respect the "
-                         "inputs' terms (source images and captions, teacher models, captioner), e.g. "
-                         "'cc-by-nc-4.0'; there is no default.")
-    licence = _normalise_licence(license)
-    teachers = _teachers(config)
-    total_dim = sum(t["embedding_dim"] for t in teachers)
-    features, schema_rows = _feature_schema(config, total_dim)
-    shard_pattern = config.get("shard_pattern", "*.tar")
-    if not isinstance(shard_pattern, str) or not shard_pattern.endswith(".tar"):
-        raise ValueError(f"config['shard_pattern'] is {shard_pattern!r}; give a glob of the tar shards relative to "
-                         "the repo root, e.g. '*.tar' or 'shards/*.tar'.")
-    captioner = config.get("captioner")
-    if isinstance(captioner, Mapping):
-        captioner = f"`{captioner.get('model')}`" + (f" ({captioner['pretrained']})" if captioner.get("pretrained")
-                                                      else "")
-    input_licenses = config.get("input_licenses") or {}
-    if not isinstance(input_licenses, Mapping):
-        raise TypeError(f"config['input_licenses'] is {input_licenses!r}; give {{input name: licence}}.")
-    name = pretty_name or (repo_id.split("/")[-1] if repo_id else "Reinforced image-text dataset")
-    card_data = DatasetCardData(
-        pretty_name=name, **licence, task_categories=["zero-shot-image-classification"],
-        tags=["mobileclip", "clip", "knowledge-distillation", "reinforced-dataset", "webdataset"],
-        size_categories=_size_category(config.get("num_samples")),
-        source_datasets=[config["source_dataset"]] if config.get("source_dataset") else None,
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": shard_pattern}]}],
-        dataset_info={"features": features._to_yaml_list()},
-    )
-    syn_keys = config.get("syn_text_keys") or ["syn_text"]
-    licence_line = (f"[{licence['license_name']}]({licence['license_link']})" if licence.get("license_name")
-                    else f"`{licence['license']}`")
-    return DatasetCard.from_template(
-        card_data, template_path=str(DATASET_CARD_TEMPLATE),
-        title=name, description=config.get("description", ""), repo_id=repo_id or "<namespace>/<dataset-name>",
-        shard_pattern=shard_pattern, schema_rows=schema_rows, teachers=teachers, total_dim=total_dim,
-        captioner=captioner or "not recorded in the config",
-        syn_keys=", ".join(f"`{k}`" for k in syn_keys) + (f" (regex `{config['syn_text_key_regex']}`)"
-                                                          if config.get("syn_text_key_regex") else ""),
-        num_augmentations=config.get("num_augmentations", "not recorded"),
-        num_augmentations_text=config.get("num_augmentations", "several"),
-        seed=config.get("seed", "not recorded"), layout=config.get("layout", "v1"),
-        embedding_format=config.get("embedding_format", "npz"), source_dataset=config.get("source_dataset"),
-        augmentation_json=json.dumps(config.get("augmentation"), indent=2, sort_keys=True),
-        licence_text=f"This dataset is released under {licence_line}.",
-        input_licenses=[dict(name=k, license=v) for k, v in input_licenses.items()]
-        or [dict(name="inputs", license="not recorded in the config: check the source data, teachers and "
-                                         "captioner before use")],
-        bibtex=BIBTEX,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-
-def validate_card(card: ModelCard | DatasetCard, repo_type: str | None = None) -> None:
-    """Check the card's metadata with the Hub (`POST {HF_ENDPOINT}/api/validate-yaml`); raise ValueError with the
-    Hub's messages when it is rejected."""
-    try:
-        card.validate(repo_type=repo_type)
-    except ValueError as err:
-        raise ValueError(f"The Hub rejected the {repo_type or card.repo_type} card metadata: {err}") from err
-
-
-__all__ = ["MobileCLIPModelCard", "WidgetExample", "default_widget_examples", "generate_dataset_card",
-           "generate_model_card", "validate_card", "zero_shot_scores"]
