@@ -14,13 +14,18 @@ processes or on resuming. :class:`SeededNucleusSampler` does the draw: top-p fil
 with the row's next uniform number. For transformers it is a ``LogitsProcessor`` that leaves only the drawn token
 finite, and ``generate`` runs greedily (``do_sample=False``), so the model's own processors (min length, repetition
 penalty from its generation config) still run before it, as its sampling warpers would.
+
+Objects. Besides spec strings, :func:`load_captioner` takes a transformers ``image-text-to-text`` pipeline (the
+task that replaced ``image-to-text`` in transformers 5), a model in memory with its processor
+(:func:`captioner_from_transformers`), and any object with the :class:`CaptionModel` interface (its captions get the
+same post-processing).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import PIL.Image
@@ -83,15 +88,58 @@ class _HFSamplingProcessor:
         return out
 
 
+@runtime_checkable
+class CaptionModel(Protocol):
+    """What ``reinforce(captioner=...)`` accepts besides spec strings.
+
+    ``name`` is recorded in ``config.json`` (a rerun into the same output must use the same name).
+    ``caption(images, seeds)`` gets un-augmented RGB PIL images and, per image, one integer seed per caption
+    wanted; it returns that many captions per image, drawing caption ``c`` of image ``i`` from ``seeds[i][c]`` only
+    (so the output does not depend on batching, processes or resuming). The tool applies
+    :func:`postprocess_caption` to what it returns.
+    """
+
+    name: str
+
+    def caption(self, images: Sequence[PIL.Image.Image], seeds: Sequence[Sequence[int]]) -> list[list[str]]: ...
+
+
+def _check_seeds(images: Sequence, seeds: Sequence[Sequence[int]]) -> int:
+    counts = {len(s) for s in seeds}
+    if len(seeds) != len(images) or len(counts) != 1:
+        raise ValueError(f"need the same number of seeds for each of the {len(images)} images, got "
+                         f"{[len(s) for s in seeds]}")
+    return counts.pop()
+
+
+@dataclass
+class ObjectCaptioner:
+    """A :class:`CaptionModel` object, with the reference post-processing and a ``config.json`` entry."""
+
+    obj: Any
+
+    def describe(self) -> dict:
+        return {"model": str(self.obj.name), "pretrained": None, "library": "object",
+                "class": f"{type(self.obj).__module__}.{type(self.obj).__qualname__}",
+                "input": "un-augmented image", "postprocess": "first sentence (split at '.'), stripped"}
+
+    def caption(self, images: Sequence[PIL.Image.Image], seeds: Sequence[Sequence[int]]) -> list[list[str]]:
+        n = _check_seeds(images, seeds)
+        out = self.obj.caption(list(images), [list(s) for s in seeds])
+        if len(out) != len(images) or any(len(c) != n for c in out):
+            raise ValueError(f"captioner {self.obj.name!r} returned {[len(c) for c in out]} captions for "
+                             f"{len(images)} images; expected {n} per image (one per seed)")
+        return [[postprocess_caption(str(c)) for c in per_image] for per_image in out]
+
+
 @dataclass
 class Captioner:
-    """A loaded captioner. :meth:`caption` returns ``num_captions`` post-processed captions per image."""
+    """A loaded captioner. :meth:`caption` returns one post-processed caption per seed, per image."""
 
-    spec: str
+    spec: Optional[str]
     library: str
     model: torch.nn.Module
     device: torch.device
-    num_captions: int = 5
     top_p: float = 0.9
     max_tokens: int = 30  # open_clip CoCa's seq_len default (including the start token)
     min_tokens: int = 5  # CoCa's min_seq_len; transformers models use their generation config instead
@@ -103,7 +151,7 @@ class Captioner:
 
     def describe(self) -> dict:
         return {"model": self.model_name, "pretrained": self.pretrained, "spec": self.spec, "library": self.library,
-                "num_captions": self.num_captions, "generation": "top_p", "top_p": self.top_p, "temperature": 1.0,
+                "generation": "top_p", "top_p": self.top_p, "temperature": 1.0,
                 "max_tokens": self.max_tokens, "min_tokens": self.min_tokens if self.library == "open_clip" else None,
                 "input": "un-augmented image, captioner's own preprocessing",
                 "postprocess": "first sentence (split at '.'), stripped"}
@@ -114,38 +162,37 @@ class Captioner:
 
     @torch.inference_mode()
     def caption(self, images: Sequence[PIL.Image.Image], seeds: Sequence[Sequence[int]]) -> list[list[str]]:
-        """``seeds[i][c]`` seeds caption ``c`` of image ``i``; returns ``[[caption] * num_captions] * len(images)``."""
+        """``seeds[i][c]`` seeds caption ``c`` of image ``i``; returns ``len(seeds[i])`` captions per image."""
         if not images:
             return []
-        if any(len(s) != self.num_captions for s in seeds) or len(seeds) != len(images):
-            raise ValueError(f"need {self.num_captions} seeds per image for {len(images)} images")
+        n = _check_seeds(images, seeds)
         flat_seeds = [s for per_image in seeds for s in per_image]
         sampler = SeededNucleusSampler(row_uniforms(flat_seeds, self.max_tokens + 1), self.top_p)
         if self.library == "open_clip":
-            texts = self._caption_coca(images, sampler)
+            texts = self._caption_coca(images, n, sampler)
         else:
-            texts = self._caption_transformers(images, sampler)
+            texts = self._caption_transformers(images, n, sampler)
         captions = [postprocess_caption(t) for t in texts]
-        n = self.num_captions
         return [captions[i * n:(i + 1) * n] for i in range(len(images))]
 
-    def _caption_transformers(self, images, sampler) -> list[str]:
-        pixel_values = self.image_transform(list(images), return_tensors="pt")["pixel_values"]
-        pixel_values = pixel_values.repeat_interleave(self.num_captions, dim=0).to(self.device)
+    def _caption_transformers(self, images, n: int, sampler) -> list[str]:
+        # All the processor's image inputs (pixel_values, or e.g. flattened_patches), one copy per caption.
+        inputs = self.image_transform(images=list(images), return_tensors="pt")
+        inputs = {k: v.repeat_interleave(n, dim=0).to(self.device) for k, v in inputs.items()
+                  if isinstance(v, torch.Tensor)}
         with self._autocast():
             generated = self.model.generate(
-                pixel_values=pixel_values, do_sample=False, num_beams=1, max_new_tokens=self.max_tokens,
+                **inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_tokens,
                 logits_processor=[_HFSamplingProcessor(sampler)],
-                pad_token_id=self.model.generation_config.pad_token_id or self.tokenizer.pad_token_id,
             )
         return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
 
-    def _caption_coca(self, images, sampler) -> list[str]:
+    def _caption_coca(self, images, n: int, sampler) -> list[str]:
         # The top-p branch of open_clip's CoCa.generate (min length, forced <end_of_text> at seq_len, pad after the
         # end), with the row-seeded draw in place of torch.multinomial on the global generator.
         model = self.model
         image = torch.stack([self.image_transform(img) for img in images]).to(self.device)
-        image = image.repeat_interleave(self.num_captions, dim=0)
+        image = image.repeat_interleave(n, dim=0)
         sot, eos = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
         pad = getattr(model, "pad_id", 0)
         with self._autocast():
@@ -170,26 +217,56 @@ class Captioner:
         return [self.tokenizer.decode(row.tolist()) for row in out.cpu()]
 
 
-def load_captioner(spec: str, device: torch.device | str = "cpu", num_captions: int = 5, top_p: float = 0.9,
-                   max_tokens: int = 30, dtype: Optional[torch.dtype] = None,
-                   trust_remote_code: bool = False) -> Captioner:
-    """Load a captioner from its spec string (see the module docstring)."""
+def captioner_from_transformers(model: torch.nn.Module, processor: Any, tokenizer: Any = None, name: str = "",
+                                top_p: float = 0.9, max_tokens: int = 30, spec: Optional[str] = None) -> Captioner:
+    """A captioner from a transformers image-to-text model in memory (anything whose ``generate`` takes the
+    processor's image inputs: BLIP, VisionEncoderDecoder, GIT, ...) and its processor (or image processor +
+    ``tokenizer``)."""
+    if not hasattr(model, "generate"):
+        raise ValueError(f"captioner {name or type(model).__name__!r} has no generate(); give an image-to-text model")
+    tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"captioner {name!r}: no tokenizer to decode the captions; pass a processor with one or "
+                         f"tokenizer=")
+    device = next(model.parameters()).device
+    return Captioner(spec=spec, library="transformers", model=model.eval(), device=device, top_p=top_p,
+                     max_tokens=max_tokens, image_transform=processor, tokenizer=tokenizer,
+                     model_name=name or getattr(model, "name_or_path", type(model).__name__))
+
+
+def load_captioner(spec: Any, device: torch.device | str = "cpu", top_p: float = 0.9, max_tokens: int = 30,
+                   dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False):
+    """A captioner from its spec string (see the module docstring), a transformers ``image-text-to-text`` pipeline, a
+    :class:`Captioner`, or any :class:`CaptionModel` object (wrapped in :class:`ObjectCaptioner`)."""
+    autocast_dtype = dtype if dtype not in (None, torch.float32) else None
+    if isinstance(spec, (Captioner, ObjectCaptioner)):
+        return spec
+    if not isinstance(spec, str):
+        import transformers
+
+        if isinstance(spec, transformers.Pipeline):  # e.g. pipeline("image-text-to-text", model=<BLIP>)
+            processor = getattr(spec, "processor", None) or spec.image_processor
+            captioner = captioner_from_transformers(spec.model, processor, getattr(spec, "tokenizer", None),
+                                                    spec.model.name_or_path, top_p, max_tokens)
+            captioner.autocast_dtype = autocast_dtype
+            return captioner
+        if not (hasattr(spec, "name") and callable(getattr(spec, "caption", None))):
+            raise ValueError(f"captioner {type(spec).__name__} is neither a spec string, an image-to-text pipeline "
+                             f"nor an object with the dataset_scripts.captioners.CaptionModel interface "
+                             f"(name, caption(images, seeds))")
+        return ObjectCaptioner(spec)
     device = torch.device(device)
-    if num_captions < 1:
-        raise ValueError(f"num_captions must be >= 1, got {num_captions} (use captioner=None for no captions)")
-    common = dict(device=device, num_captions=num_captions, top_p=top_p, max_tokens=max_tokens,
-                  autocast_dtype=dtype if dtype not in (None, torch.float32) else None)
     if spec.startswith(OPEN_CLIP_PREFIX):
         import open_clip
 
         name, pretrained = parse_open_clip_spec(spec)
         model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
         if not hasattr(model, "_encode_image") or not hasattr(model, "text_decoder"):
-            raise ValueError(f"captioner {spec!r} is a {type(model).__name__}, not a CoCa model; open_clip "
-                             f"captioners must be CoCa (e.g. open_clip:coca_ViT-L-14/mscoco_finetuned_laion2b_s13b_b90k)")
-        tokenizer = open_clip.get_tokenizer(name)
-        return Captioner(spec=spec, library="open_clip", model=model.eval(), image_transform=transform,
-                         tokenizer=tokenizer, model_name=name, pretrained=pretrained, **common)
+            raise ValueError(f"captioner {spec!r} is a {type(model).__name__}, not a CoCa model; open_clip captioners "
+                             f"must be CoCa (e.g. open_clip:coca_ViT-L-14/mscoco_finetuned_laion2b_s13b_b90k)")
+        return Captioner(spec=spec, library="open_clip", model=model.eval(), device=device, top_p=top_p,
+                         max_tokens=max_tokens, autocast_dtype=autocast_dtype, image_transform=transform,
+                         tokenizer=open_clip.get_tokenizer(name), model_name=name, pretrained=pretrained)
     if spec.startswith(HF_PREFIX) or os.path.isdir(spec) or "/" in spec:
         import transformers
 
@@ -197,10 +274,13 @@ def load_captioner(spec: str, device: torch.device | str = "cpu", num_captions: 
         model = transformers.AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=trust_remote_code)
         image_processor = transformers.AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        return Captioner(spec=spec, library="transformers", model=model.to(device).eval(),
-                         image_transform=image_processor, tokenizer=tokenizer, model_name=path, **common)
+        captioner = captioner_from_transformers(model.to(device), image_processor, tokenizer, path, top_p,
+                                                max_tokens, spec=spec)
+        captioner.autocast_dtype = autocast_dtype
+        return captioner
     raise ValueError(f"captioner spec {spec!r} is not understood; use 'open_clip:<coca model>/<pretrained>', "
                      f"'open_clip:local-dir:<folder>', 'hf:<repo>' or a transformers repo id / folder")
 
 
-__all__ = ["Captioner", "SeededNucleusSampler", "load_captioner", "postprocess_caption", "row_uniforms"]
+__all__ = ["CaptionModel", "Captioner", "ObjectCaptioner", "SeededNucleusSampler", "captioner_from_transformers",
+           "load_captioner", "postprocess_caption", "row_uniforms"]

@@ -1,6 +1,7 @@
 """Reinforce any image-text dataset into the DataCompDR layout (our issue #6; Apple's RayGen, with ``param_aug`` kept).
 
-CLI (one process, or ``accelerate launch --num_processes N`` to split the shards over N processes)::
+CLI (one process, or ``accelerate launch --num_processes N`` to split the shards over N processes / GPUs / nodes;
+on a CPU-only machine add ``--multi_gpu``, which starts N gloo processes: accelerate 1.15's ``--cpu`` starts one)::
 
     accelerate launch -m dataset_scripts.reinforce \\
         --dataset <hub id | folder of .tar | .parquet files | imagefolder> \\
@@ -13,6 +14,22 @@ Python::
     from dataset_scripts.reinforce import reinforce
     summary = reinforce("images/", output="out_dir", teachers=["open_clip:ViT-L-14/openai"],
                         captioner="hf:Salesforce/blip-image-captioning-base", num_augmentations=10)
+
+Teachers and the captioner can also be objects (``teachers=[...]`` may mix spec strings and objects; the order is
+the embedding order). Spec strings: ``open_clip:<model>/<pretrained>``, ``open_clip:hf-hub:<repo>``,
+``open_clip:local-dir:<folder>``, ``hf:<repo>`` or a bare repo id / local folder (e.g. a ``MobileCLIPModel``
+``save_pretrained`` folder that also holds its processor). Objects:
+
+* a teacher object has ``name`` (str, recorded in config.json), ``image_size`` (int or (height, width), at most the
+  crop size), ``image_mean`` / ``image_std`` (3 floats), ``encode_image(pixel_values [B, 3, H, W] float32 CPU
+  tensor) -> [B, D]`` and ``encode_text(list[str]) -> [B, D]``; optional float ``logit_scale``. The tool renders
+  each view, resizes it to ``image_size`` (bicubic), normalises with the mean/std, and L2-normalises the outputs
+  (``teachers.TeacherModel``). For a model in memory, ``teachers.teacher_from_transformers(model, processor,
+  name)`` / ``teacher_from_open_clip(model, tokenizer, name)`` build one;
+* a captioner object has ``name`` (str) and ``caption(images: list[PIL RGB image], seeds: list[list[int]]) ->
+  list[list[str]]``: ``len(seeds[i])`` captions for image i, caption c drawn from ``seeds[i][c]`` alone (so the
+  output does not depend on batching or processes); the tool post-processes them (first sentence, stripped)
+  (``captioners.CaptionModel``). A transformers ``pipeline("image-text-to-text", ...)`` (e.g. BLIP) is accepted too.
 
 Reading the result back needs no extra step (``config.json`` next to the shards carries the teachers)::
 
@@ -40,18 +57,21 @@ How a row is made (Apple's generator, ``docs/datacompdr.md`` section 3):
   per (seed, uid, caption index), first sentence, stripped.
 
 Robustness: a shard is written to ``<name>.tar.partial`` and renamed when complete, then its manifest record
-``_manifest/<name>.json`` is written; a shard counts as done when both exist, so a killed run resumes at the first
-unfinished shard and never duplicates one. ``config.json`` is written first; a later run into the same folder with a
-different configuration is refused. Samples with unreadable / empty images or no caption are skipped and counted
-(per reason, in the manifest). Because every random draw is seeded per sample and batches never cross shards, a
-resumed run and a run with N processes write byte-identical shards.
+``_manifest/<name>.json`` (size, sha256, skipped samples, which process wrote it) is written; a shard counts as done
+when both exist and agree on the size, so rerunning the same command after a crash or a kill resumes with the
+unfinished shards and never duplicates one (left-over ``*.partial`` files are removed). When every shard is done,
+``manifest.jsonl`` and the dataset card ``README.md`` are written (and pushed with ``--push-to-hub``).
+``config.json`` is written first; a later run into the same folder with a different configuration (or into a folder
+of shards without one) is refused. Samples with unreadable / empty images, no caption or damaged tar members are
+skipped and counted (per reason, in the manifest). Because every random draw is seeded per sample and batches never
+cross shards, a resumed run and a run with N processes write byte-identical shards. The main process shows a
+progress bar (samples/s, ETA) over its shards; shards are dealt round-robin, so its ETA is the run's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import glob
 import gzip
 import hashlib
@@ -73,7 +93,7 @@ import PIL.Image
 import torch
 
 from .augment_replay import AugmentationSampler, load_image, replay_pil
-from .datacompdr import IMAGE_EXTENSIONS, expand_braces, iter_raw_samples
+from .datacompdr import IMAGE_EXTENSIONS, expand_braces, iter_raw_samples, split_member_name
 
 logger = logging.getLogger("dataset_scripts.reinforce")
 
@@ -85,8 +105,7 @@ _TEXT_FIELDS = ("txt", "text", "caption")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
            "fp16": torch.float16, "float16": torch.float16}
 # Keys of config.json that do not change the data (may differ between the runs filling one output folder).
-_RUN_ONLY_KEYS = ("run",)
-SKIP_REASONS = ("missing_image", "empty_image", "unreadable_image", "missing_caption", "duplicate_uid")
+_RUN_ONLY_KEYS = ("run", "num_samples")  # num_samples: samples written, filled in when the run completes
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -111,6 +130,7 @@ class InputRecord:
     uid: Optional[str] = None
     url: Optional[str] = None
     image_ext: Optional[str] = None
+    problem: Optional[tuple[str, str]] = None  # (reason, detail) when the input itself is damaged
 
 
 @dataclass
@@ -119,6 +139,21 @@ class InputShard:
     source: str  # what it was read from (for the manifest)
     read: Callable[[], Iterator[InputRecord]]
     num_samples: Optional[int] = None
+    count: Optional[Callable[[], Optional[int]]] = None  # counts the samples (tar headers) when asked
+
+    def size(self) -> Optional[int]:
+        return self.num_samples if self.num_samples is not None or self.count is None else self.count()
+
+
+def estimate_sizes(shards: list[InputShard]) -> tuple[list[Optional[int]], bool]:
+    """Samples per shard for the storage estimate and the progress bar, and whether that is exact. Tar shards are
+    not all counted up front (reading every header of thousands of large tars would take long): unknown sizes are
+    taken to be the first shard's."""
+    sizes = [s.num_samples for s in shards]
+    if all(n is not None for n in sizes):
+        return sizes, True
+    first = shards[0].size()
+    return [n if n is not None else first for n in sizes], False
 
 
 def _natural_sort(paths: list[str]) -> list[str]:
@@ -150,11 +185,24 @@ def _read_tar(path: str, root: str) -> Iterator[InputRecord]:
             meta.get("url") if isinstance(meta, dict) else None)
         uid = meta.get("uid") if isinstance(meta, dict) else None
         yield InputRecord(key=f"{rel}/{raw.key}", image=fields.get(image_ext) if image_ext else None, text=text,
-                          uid=uid, url=url, image_ext=image_ext)
+                          uid=uid, url=url, image_ext=image_ext,
+                          problem=(raw.problem[0], raw.problem[2]) if raw.problem else None)
+
+
+def _count_tar_samples(path: str) -> Optional[int]:
+    """Distinct sample keys from the member headers alone (seeks past the data); None if the tar is damaged."""
+    try:
+        with tarfile.open(path) as tar:
+            keys = {split_member_name(m.name)[0] for m in tar.getmembers() if m.isreg()}
+    except (OSError, tarfile.TarError):
+        return None
+    keys.discard(None)
+    return len(keys)
 
 
 def _tar_shards(files: list[str], root: str) -> list[InputShard]:
-    return [InputShard(name=f"{i:08d}", source=path, read=lambda path=path: _read_tar(path, root))
+    return [InputShard(name=f"{i:08d}", source=path, read=lambda path=path: _read_tar(path, root),
+                       count=lambda path=path: _count_tar_samples(path))
             for i, path in enumerate(files)]
 
 
@@ -349,6 +397,26 @@ class ShardWriter:
         self.tar.close()
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+
+
+def storage_message(config: dict, num_samples: Optional[int], exact: bool = True) -> str:
+    """The up-front storage estimate: (N_aug + 1 + n_syn) x D_total x bytes per value, per sample and in total."""
+    per_sample = config["storage_bytes_per_sample"]
+    total_dim = sum(t["embedding_dim"] for t in config["teachers"])
+    width = 2 if config["embedding_format"] == "pth.gz" else 4
+    about = "" if exact else "~"
+    total = (f"{about}{num_samples} samples -> {about}{_human_bytes(per_sample * num_samples)} of embeddings"
+             if num_samples is not None else "sample count unknown")
+    return (f"reinforce: storage estimate (N_aug {config['num_augmentations']} + 1 + n_syn {config['num_captions']}) "
+            f"x D_total {total_dim} x {width} B = {per_sample} B per sample (embeddings only; plus images and "
+            f"JSON); {total}")
+
+
 def storage_per_sample(num_augmentations: int, num_captions: int, total_dim: int, embedding_format: str) -> int:
     """Embedding bytes per sample: (N_aug + 1 + n_syn) x D_total x bytes (images and JSON not counted)."""
     return (num_augmentations + 1 + num_captions) * total_dim * (2 if embedding_format == "pth.gz" else 4)
@@ -364,9 +432,9 @@ class ReinforceSettings:
 
     dataset: str
     output: str
-    teachers: Sequence[str]
+    teachers: Sequence[Any]  # spec strings and/or TeacherModel objects, in embedding order
     teacher_logit_scales: Optional[Sequence[float]] = None
-    captioner: Optional[str] = None
+    captioner: Any = None  # a spec string, an image-to-text pipeline or a CaptionModel object
     num_captions: int = 5
     top_p: float = 0.9
     max_caption_tokens: int = 30
@@ -388,10 +456,11 @@ class ReinforceSettings:
     batch_size: int = 32
     teacher_batch_size: int = 256
     device: Optional[str] = None
+    cache_dir: Optional[str] = None  # datasets cache for parquet / imagefolder / Hub inputs
     trust_remote_code: bool = False
     push_to_hub: Optional[str] = None
     progress: bool = True
-    max_shards: Optional[int] = None  # stop after this many shards in this process (tests / benchmarks)
+    max_shards: Optional[int] = None  # stop after this many shards per process (a job time limit); rerun to go on
 
     def validate(self) -> None:
         if not self.teachers:
@@ -412,7 +481,7 @@ class ReinforceSettings:
 
 
 def build_config(settings: ReinforceSettings, teachers, captioner, sampler: AugmentationSampler,
-                 input_kind: str, num_shards: int, num_samples: Optional[int]) -> dict:
+                 input_kind: str, num_shards: int) -> dict:
     total_dim = sum(t.embedding_dim for t in teachers)
     n_syn = settings.num_captions if captioner is not None else 0
     config = {
@@ -432,7 +501,8 @@ def build_config(settings: ReinforceSettings, teachers, captioner, sampler: Augm
         "syn_text_key_regex": "^syn_text$",
         "syn_text_keys": ["syn_text"],
         "shard_pattern": "*.tar",
-        "source_dataset": settings.dataset,
+        # a local input is recorded by its real path, so "./data" and "/abs/data" are the same run
+        "source_dataset": os.path.realpath(settings.dataset) if os.path.exists(settings.dataset) else settings.dataset,
         "input": {"kind": input_kind, "split": settings.split, "num_shards": num_shards,
                   "samples_per_shard": settings.samples_per_shard if input_kind != "webdataset" else None,
                   "columns": {"image": settings.image_column, "text": settings.text_column,
@@ -443,8 +513,6 @@ def build_config(settings: ReinforceSettings, teachers, captioner, sampler: Augm
         "license": settings.license,
         "run": {"batch_size": settings.batch_size, "teacher_batch_size": settings.teacher_batch_size},
     }
-    if num_samples is not None:
-        config["num_samples"] = num_samples
     return config
 
 
@@ -461,6 +529,11 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def check_or_write_config(output: str, config: dict, is_main: bool) -> None:
     """Write ``config.json``, or refuse an output folder made with a different configuration."""
     path = os.path.join(output, "config.json")
@@ -469,12 +542,17 @@ def check_or_write_config(output: str, config: dict, is_main: bool) -> None:
             existing = json.load(f)
         old, new = _comparable(existing), _comparable(json.loads(json.dumps(config)))
         if old != new:
-            differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            differing = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}"
+                                  for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
             raise ValueError(
-                f"--output {output!r} already holds a reinforcement made with a different configuration (differs in "
-                f"{differing}); refusing to mix them. Use a new --output folder, or rerun with the settings of "
-                f"{path}.")
+                f"--output {output!r} already holds a reinforcement made with a different configuration ({differing})"
+                f"; refusing to mix them. Use a new --output folder, or rerun with the settings of {path}.")
         return
+    foreign = glob.glob(os.path.join(output, "*.tar")) + glob.glob(os.path.join(output, "manifest.jsonl"))
+    if foreign:
+        raise ValueError(f"--output {output!r} holds {len(foreign)} shard/manifest file(s) (e.g. "
+                         f"{os.path.basename(foreign[0])!r}) but no config.json, so it was not written by this tool "
+                         f"(or its config.json was removed); refusing to mix. Use a new --output folder.")
     if is_main:
         _atomic_write(path, json.dumps(config, indent=2, sort_keys=True).encode("utf-8"))
 
@@ -553,6 +631,8 @@ class Reinforcer:
         self.timings = Timings()
 
     def _prepare(self, record: InputRecord, seen: set) -> _Sample:
+        if record.problem is not None:
+            raise BadSample(*record.problem)
         uid = _uid_for(record)
         if uid in seen:
             raise BadSample("duplicate_uid", f"uid {uid} appears twice in the shard")
@@ -598,7 +678,7 @@ class Reinforcer:
     def _caption(self, batch: list[_Sample]) -> None:
         if self.captioner is None:
             return
-        seeds = [[derive_seed(self.settings.seed, s.uid, f"caption/{c}") for c in range(self.captioner.num_captions)]
+        seeds = [[derive_seed(self.settings.seed, s.uid, f"caption/{c}") for c in range(self.settings.num_captions)]
                  for s in batch]
         with self.timings("caption"):
             captions = self.captioner.caption([s.image.rgb for s in batch], seeds)
@@ -633,7 +713,8 @@ class Reinforcer:
                 self._write(writer, sample, image_emb, text_emb)
                 sample.views = []
 
-    def process_shard(self, shard: InputShard, progress: Optional[Callable[[int], None]] = None) -> dict:
+    def process_shard(self, shard: InputShard, progress: Optional[Callable[[int], None]] = None,
+                      written_by: Optional[dict] = None) -> dict:
         """Write ``<output>/<name>.tar`` (via ``.partial``) and its manifest record; return the record."""
         output = self.settings.output
         final = os.path.join(output, f"{shard.name}.tar")
@@ -670,7 +751,8 @@ class Reinforcer:
             digest = hashlib.sha256(f.read()).hexdigest()
         os.replace(partial, final)
         record = {"shard": f"{shard.name}.tar", "num_uids": num_uids, "bytes": os.path.getsize(final),
-                  "sha256": digest, "source": shard.source, "skipped": dict(sorted(skipped.items()))}
+                  "sha256": digest, "source": shard.source, "skipped": dict(sorted(skipped.items())),
+                  "written_by": written_by or {"process_index": 0, "num_processes": 1}}
         os.makedirs(os.path.join(output, MANIFEST_DIR), exist_ok=True)
         _atomic_write(_record_path(output, shard.name), json.dumps(record, sort_keys=True).encode("utf-8"))
         return record
@@ -681,7 +763,7 @@ class Reinforcer:
 
 
 def _distributed_state(device: Optional[str]):
-    """accelerate's PartialState (rank, world size, device, barrier); a trivial stand-in if accelerate is absent."""
+    """accelerate's PartialState: rank, world size, device and barriers, under ``accelerate launch`` or alone."""
     from accelerate import PartialState
 
     kwargs = {"cpu": True} if device == "cpu" else {}
@@ -701,8 +783,8 @@ def _load_models(settings: ReinforceSettings, device: torch.device):
         teacher.check_crop_size(settings.crop_size)
     captioner = None
     if settings.captioner is not None:
-        captioner = load_captioner(settings.captioner, device, settings.num_captions, settings.top_p,
-                                   settings.max_caption_tokens, dtype, settings.trust_remote_code)
+        captioner = load_captioner(settings.captioner, device, settings.top_p, settings.max_caption_tokens, dtype,
+                                   settings.trust_remote_code)
     return teachers, captioner, sampler
 
 
@@ -714,6 +796,7 @@ def _limit(shards: list[InputShard], max_samples: Optional[int]) -> list[InputSh
     for shard in shards:
         if left <= 0:
             break
+        size = shard.size()
 
         def read(shard=shard, n=left):
             for i, record in enumerate(shard.read()):
@@ -721,29 +804,33 @@ def _limit(shards: list[InputShard], max_samples: Optional[int]) -> list[InputSh
                     return
                 yield record
 
-        count = min(shard.num_samples, left) if shard.num_samples is not None else None
-        kept.append(InputShard(shard.name, shard.source, read, count))
-        left -= shard.num_samples if shard.num_samples is not None else left
+        kept.append(InputShard(shard.name, shard.source, read, min(size, left) if size is not None else None))
+        left -= size if size is not None else left
     return kept
 
 
-def _write_card(output: str, config: dict, image_exts: set) -> Optional[str]:
-    try:
-        from hub_cards import generate_dataset_card
-    except ImportError:
-        return "hub_cards.generate_dataset_card is not available: no README.md written"
+def _remove_stale_partials(output: str) -> list[str]:
+    """Half-written files of a killed run (``*.partial``); complete files are only ever made by a rename."""
+    stale = glob.glob(os.path.join(output, f"*{PARTIAL_SUFFIX}"))
+    stale += glob.glob(os.path.join(output, MANIFEST_DIR, f"*{PARTIAL_SUFFIX}"))
+    for path in stale:
+        os.remove(path)
+    return stale
+
+
+def _write_card(output: str, config: dict) -> Optional[str]:
+    """The dataset card (``README.md``), or why none was written."""
+    from hub_cards import generate_dataset_card
+
     if not config.get("license"):
         return ("no --license given: README.md (dataset card) not written; the card needs the licence of the "
                 "inputs (images, captions, teachers, captioner) and has no default")
-    card_config = dict(config)
-    if len(image_exts) == 1:
-        card_config["image_field"] = next(iter(image_exts))
-    card = generate_dataset_card(card_config)
+    card = generate_dataset_card(config, data_dir=output)  # columns (every image format, txt) from the shards
     card.save(os.path.join(output, "README.md"))
     return None
 
 
-def reinforce(dataset: str, output: str, teachers: Sequence[str], captioner: Optional[str] = None,
+def reinforce(dataset: str, output: str, teachers: Sequence[Any], captioner: Any = None,
               **kwargs) -> dict:
     """Reinforce ``dataset`` into ``output`` (see the module docstring); returns a summary dict.
 
@@ -760,27 +847,21 @@ def reinforce(dataset: str, output: str, teachers: Sequence[str], captioner: Opt
     with state.main_process_first():
         kind, shards = discover_inputs(settings.dataset, settings.split, settings.samples_per_shard,
                                        settings.image_column, settings.text_column, settings.uid_column,
-                                       settings.url_column)
+                                       settings.url_column, settings.cache_dir)
     shards = _limit(shards, settings.max_samples)
     if not shards:
         raise ValueError(f"--dataset {dataset!r} holds no samples")
     teachers_, captioner_, sampler = _load_models(settings, device)
-    known = [s.num_samples for s in shards]
-    num_samples = sum(known) if all(n is not None for n in known) else None
-    config = build_config(settings, teachers_, captioner_, sampler, kind, len(shards), num_samples)
+    config = build_config(settings, teachers_, captioner_, sampler, kind, len(shards))
     if state.is_main_process:
         check_or_write_config(output, config, is_main=True)
+        stale = _remove_stale_partials(output)
+        if stale:
+            logger.info("reinforce: removed %d half-written file(s) of an interrupted run", len(stale))
+        sizes, exact = estimate_sizes(shards)
+        print(storage_message(config, sum(n for n in sizes if n is not None), exact), flush=True)
     state.wait_for_everyone()
     check_or_write_config(output, config, is_main=False)
-
-    per_sample = config["storage_bytes_per_sample"]
-    total_dim = sum(t.embedding_dim for t in teachers_)
-    if state.is_main_process:
-        estimate = (f"{num_samples} samples -> {per_sample * num_samples / 1e9:.3f} GB of embeddings"
-                    if num_samples is not None else "sample count unknown")
-        print(f"reinforce: storage estimate (N_aug {settings.num_augmentations} + 1 + n_syn {config['num_captions']}) "
-              f"x D_total {total_dim} x {2 if settings.embedding_format == 'pth.gz' else 4} B = {per_sample} B per "
-              f"sample (embeddings only; plus images and JSON); {estimate}", flush=True)
 
     # Every process sees the same finished set: it is read between two barriers, before anyone writes a shard.
     pending = [s for s in shards if not shard_done(output, s.name)]
@@ -794,54 +875,46 @@ def reinforce(dataset: str, output: str, teachers: Sequence[str], captioner: Opt
     if settings.progress and state.is_main_process:
         from tqdm.auto import tqdm
 
-        counts = [s.num_samples for s in mine]
-        bar = tqdm(total=sum(counts) if all(c is not None for c in counts) else None, unit="sample",
-                   desc=f"reinforce (process 0 of {state.num_processes}, {len(mine)} shards)", dynamic_ncols=True)
+        size_of = {shard.name: size for shard, size in zip(shards, sizes)}
+        counts = [size_of[shard.name] for shard in mine]
+        # Shards are dealt round-robin, so process 0's rate and ETA stand for the whole run.
+        bar = tqdm(total=sum(counts) if None not in counts else None, unit="sample",
+                   desc=f"reinforce (process 0 of {state.num_processes}: {len(mine)} of {len(pending)} shards)",
+                   dynamic_ncols=True)
+    written_by = {"process_index": state.process_index, "num_processes": state.num_processes}
     start = time.perf_counter()
     records = []
     for shard in mine:
-        records.append(reinforcer.process_shard(shard, bar.update if bar is not None else None))
+        records.append(reinforcer.process_shard(shard, bar.update if bar is not None else None, written_by))
     elapsed = time.perf_counter() - start
     if bar is not None:
         bar.close()
     state.wait_for_everyone()
 
-    summary = {"output": output, "num_shards": len(shards), "done_before": len(shards) - len(pending),
+    summary = {"output": output, **written_by, "num_shards": len(shards), "done_before": len(shards) - len(pending),
                "processed_shards": [r["shard"] for r in records], "num_uids": sum(r["num_uids"] for r in records),
                "skipped": dict(sum((Counter(r["skipped"]) for r in records), Counter())), "seconds": elapsed,
                "timings": dict(reinforcer.timings.seconds), "config": config}
     if state.is_main_process and all(shard_done(output, s.name) for s in shards):
         all_records = write_manifest(output)
-        exts = set()
-        for name in (f"{s.name}.tar" for s in shards):
-            with tarfile.open(os.path.join(output, name)) as tar:
-                exts.update(m.name.rpartition(".")[2] for m in tar.getmembers()
-                            if m.name.rpartition(".")[2] in IMAGE_EXTENSIONS)
-        note = _write_card(output, config, exts)
+        config["num_samples"] = summary["total_uids"] = sum(r["num_uids"] for r in all_records)
+        _atomic_write(os.path.join(output, "config.json"), json.dumps(config, indent=2, sort_keys=True).encode())
+        note = _write_card(output, config)
         if note:
             logger.warning("reinforce: %s", note)
             summary["card_note"] = note
         summary["complete"] = True
-        summary["total_uids"] = sum(r["num_uids"] for r in all_records)
         if settings.push_to_hub:
             _push(output, settings.push_to_hub)
     return summary
 
 
 def _push(output: str, repo_id: str) -> None:
-    ignore = [f"{MANIFEST_DIR}/*", f"*{PARTIAL_SUFFIX}"]
-    try:
-        from modeling_mobileclip.hub import push_folder_to_hub
-    except ImportError:
-        from huggingface_hub import HfApi
+    """One commit of the finished dataset (shards, config.json, manifest.jsonl, card) to a Hub dataset repo."""
+    from modeling_mobileclip.hub import push_folder_to_hub
 
-        api = HfApi()
-        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=output, repo_type="dataset", ignore_patterns=ignore,
-                          commit_message="Add reinforced shards")
-        return
     push_folder_to_hub(output, repo_id, repo_type="dataset", commit_message="Add reinforced shards",
-                       ignore_patterns=ignore)
+                       ignore_patterns=[f"{MANIFEST_DIR}/*", f"*{PARTIAL_SUFFIX}"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -878,12 +951,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="samples per step")
     p.add_argument("--teacher-batch-size", type=int, default=256, help="views / texts per teacher forward")
     p.add_argument("--device")
+    p.add_argument("--cache-dir", help="datasets cache folder for parquet / imagefolder / Hub inputs")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--output", required=True)
     p.add_argument("--license", help="licence of the result for the dataset card (no default)")
     p.add_argument("--push-to-hub", metavar="REPO_ID")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--max-shards", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--max-shards", type=int,
+                   help="stop after this many shards per process (e.g. to fit a job's time limit); rerun to go on")
     return p.parse_args(argv)
 
 
@@ -900,11 +975,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         image_column=args.image_column, text_column=args.text_column, uid_column=args.uid_column,
         url_column=args.url_column, max_samples=args.max_samples, license=args.license,
         batch_size=args.batch_size, teacher_batch_size=args.teacher_batch_size, device=args.device,
+        cache_dir=args.cache_dir,
         trust_remote_code=args.trust_remote_code, push_to_hub=args.push_to_hub, progress=not args.no_progress,
         max_shards=args.max_shards,
     )
     shown = {k: v for k, v in summary.items() if k != "config"}
     print("reinforce: " + json.dumps(shown, default=str), flush=True)
+    # Leave the process group cleanly (gloo ranks otherwise may abort at interpreter exit).
+    state = _distributed_state(args.device)
+    state.wait_for_everyone()
+    state.destroy_process_group()
     return summary
 
 

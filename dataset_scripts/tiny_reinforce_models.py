@@ -53,7 +53,7 @@ def tiny_open_clip_coca(folder: str, image_size: int = 32, seed: int = 0) -> str
 
 
 def tiny_mobileclip(folder: str, image_size: int = 28, seed: int = 0) -> str:
-    """A transformers MobileCLIP (the 'vit-patch' tiny family of tests/conftest.py) with its processor."""
+    """A transformers MobileCLIP (the 'vit-patch' tiny family of tests/conftest.py) saved with its processor."""
     from modeling_mobileclip import (MobileCLIPConfig, MobileCLIPModel, MobileCLIPProcessor, MobileCLIPTextConfig,
                                      MobileCLIPTokenizer, MobileCLIPVisionConfig)
 
@@ -72,27 +72,82 @@ def tiny_mobileclip(folder: str, image_size: int = 28, seed: int = 0) -> str:
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=OPENAI_MEAN, image_std=OPENAI_STD)
     MobileCLIPProcessor(image_processor, tokenizer).save_pretrained(folder)
-    return f"hf:{folder}"
+    return folder  # the bare save_pretrained folder is a teacher spec
+
+
+def _clip_tokenizer():
+    """A transformers ``CLIPTokenizer`` with the real CLIP BPE (built offline from the copy open_clip ships)."""
+    from transformers import CLIPTokenizer
+
+    from modeling_mobileclip import MobileCLIPTokenizer
+
+    source = MobileCLIPTokenizer.from_bpe_file()
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split())
+              for m in json.loads(source.backend_tokenizer.to_str())["model"]["merges"]]
+    return CLIPTokenizer(vocab=source.get_vocab(), merges=merges, model_max_length=77)
+
+
+def tiny_clip(folder: str, image_size: int = 40, seed: int = 0) -> str:
+    """A transformers ``CLIPModel`` with ``CLIPProcessor`` (CLIP BPE tokenizer, OpenAI mean/std)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=1, num_attention_heads=2),
+        projection_dim=20)
+    torch.manual_seed(seed)
+    CLIPModel(config).eval().save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    CLIPProcessor(image_processor, _clip_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def tiny_siglip(folder: str, image_size: int = 32, seed: int = 0) -> str:
+    """A transformers ``SiglipModel`` with ``SiglipProcessor`` (mean/std 0.5; the CLIP BPE stands in for SigLIP's
+    SentencePiece vocabulary, which needs a package this project does not depend on)."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    config = SiglipConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64, bos_token_id=49406,
+                         eos_token_id=49407, pad_token_id=49407),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=1, num_attention_heads=2))
+    torch.manual_seed(seed)
+    SiglipModel(config).eval().save_pretrained(folder)
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    SiglipProcessor(image_processor, _clip_tokenizer()).save_pretrained(folder)
+    return folder
 
 
 _WORDS = ("a photo of the dog cat on in with red blue green small large car tree house person two sitting "
           "standing next to street grass water white black man woman").split()
 
 
-def tiny_vision_encoder_decoder(folder: str, image_size: int = 32, seed: int = 0) -> str:
-    """A ViT encoder + GPT-2 decoder captioner with a word-level tokenizer (includes '.')."""
+def _word_tokenizer(pad: str, bos: str, eos: str, unk: str):
+    """A word-level fast tokenizer over ``_WORDS`` (and '.'), so sampled captions read as words."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (GPT2Config, PreTrainedTokenizerFast, VisionEncoderDecoderConfig,
-                              VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor)
+    from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<s>", "</s>", "<unk>", "."] + list(_WORDS))}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    vocab = {tok: i for i, tok in enumerate([pad, bos, eos, unk, "."] + list(_WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
-                                        eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=pad, bos_token=bos, eos_token=eos,
+                                   sep_token=eos, unk_token=unk)
+
+
+def tiny_vision_encoder_decoder(folder: str, image_size: int = 32, seed: int = 0) -> str:
+    """A ViT encoder + GPT-2 decoder captioner (``VisionEncoderDecoderModel``) with a word-level tokenizer."""
+    from transformers import (GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig,
+                              ViTImageProcessor)
+
+    tokenizer = _word_tokenizer("<pad>", "<s>", "</s>", "<unk>")
     encoder = ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=37)
-    decoder = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+    decoder = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
                          bos_token_id=1, eos_token_id=2, pad_token_id=0, add_cross_attention=True, is_decoder=True)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 2
@@ -107,6 +162,26 @@ def tiny_vision_encoder_decoder(folder: str, image_size: int = 32, seed: int = 0
     return f"hf:{folder}"
 
 
+def tiny_blip(folder: str, image_size: int = 32, seed: int = 0) -> str:
+    """A ``BlipForConditionalGeneration`` captioner with ``BlipProcessor`` (loadable as an image-text-to-text
+    pipeline) and a word-level tokenizer."""
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    tokenizer = _word_tokenizer("[PAD]", "[DEC]", "[SEP]", "[UNK]")
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, encoder_hidden_size=32, max_position_embeddings=64,
+                         bos_token_id=1, sep_token_id=2, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=1, num_attention_heads=2),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).eval().save_pretrained(folder)
+    BlipProcessor(BlipImageProcessor(size={"height": image_size, "width": image_size}), tokenizer).save_pretrained(
+        folder)
+    return folder
+
+
 def build_tiny_models(root: str, crop_size: int = 48) -> dict:
     """All tiny models under ``root``; returns their spec strings (teachers at crop size and below, captioners)."""
     return {
@@ -115,6 +190,9 @@ def build_tiny_models(root: str, crop_size: int = 48) -> dict:
         "open_clip_large": tiny_open_clip_clip(os.path.join(root, "oc_clip_large"), image_size=crop_size + 16,
                                                seed=3),
         "mobileclip": tiny_mobileclip(os.path.join(root, "mobileclip"), image_size=28, seed=4),
+        "clip": tiny_clip(os.path.join(root, "clip"), image_size=40, seed=7),
+        "siglip": tiny_siglip(os.path.join(root, "siglip"), image_size=32, seed=8),
         "ved": tiny_vision_encoder_decoder(os.path.join(root, "ved"), seed=5),
+        "blip": tiny_blip(os.path.join(root, "blip"), seed=9),
         "coca": tiny_open_clip_coca(os.path.join(root, "coca"), seed=6),
     }

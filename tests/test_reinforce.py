@@ -1,14 +1,16 @@
 """The reinforcement tool (issue #6): real inputs in, DataCompDR shards out, read back with the DataCompDR loader.
 
-Tiny random teachers / captioners are saved to local folders and loaded through the same path as Hub models.
+Tiny random teachers / captioners are saved to local folders and loaded through the same path as Hub models
+(open_clip CLIP and CoCa, transformers CLIP / SigLIP / MobileCLIP, VisionEncoderDecoder and BLIP captioners).
 """
 
 import glob
-import hashlib
 import io
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -18,16 +20,29 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import transformers
 
 import dataset_scripts  # noqa: F401  (registers "datacompdr")
 from dataset_scripts import augment_replay
-from dataset_scripts.captioners import postprocess_caption
+from dataset_scripts.captioners import SeededNucleusSampler, load_captioner, postprocess_caption
 from dataset_scripts.reinforce import derive_seed, main, prepare_image, reinforce
-from dataset_scripts.teachers import load_teacher
+from dataset_scripts.teachers import load_teacher, teacher_from_transformers
 from dataset_scripts.tiny_reinforce_models import build_tiny_models
+from fake_hub import fake_hub_fixture  # noqa: F401  (provides the fake_hub fixture)
 
 CROP = 48
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEACHERS = ("open_clip_at_crop", "open_clip_small", "mobileclip", "clip", "siglip")
+SCALES = [100.0, 70.0, 50.0, 60.0, 40.0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared machine threads wait on each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +101,8 @@ def write_tar_dataset(root, per_shard=5):
 
 
 def _common(models, **overrides):
-    kwargs = dict(teachers=[models["open_clip_at_crop"], models["open_clip_small"], models["mobileclip"]],
-                  teacher_logit_scales=[100.0, 70.0, 50.0], captioner=models["ved"], num_captions=3,
-                  num_augmentations=4, crop_size=CROP, seed=11, batch_size=3, teacher_batch_size=5,
+    kwargs = dict(teachers=[models[name] for name in TEACHERS], teacher_logit_scales=SCALES, captioner=models["ved"],
+                  num_captions=3, num_augmentations=4, crop_size=CROP, seed=11, batch_size=3, teacher_batch_size=5,
                   max_caption_tokens=12, progress=False, license="cc-by-4.0")
     kwargs.update(overrides)
     return kwargs
@@ -107,6 +121,35 @@ def _shard_bytes(out):
     return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(out, "*.tar")))}
 
 
+def _max_block_error(ds, config, teachers, norm_atol=1e-5) -> float:
+    """Replay every stored augmentation, pass it through every teacher as the tool does (resize to the teacher's
+    size, its own mean/std), and compare with the stored block; also the text rows (GT caption, then syn_text).
+    Every block of every row must be unit-norm."""
+    bounds = np.cumsum([0] + [t["embedding_dim"] for t in config["teachers"]])
+    worst = 0.0
+    for example in ds:
+        image = augment_replay.load_image(example["image"])
+        image_emb, text_emb = np.asarray(example["image_emb"]), np.asarray(example["text_emb"])
+        assert len(example["param_aug"]) == image_emb.shape[0] == config["num_augmentations"]
+        assert text_emb.shape[0] == 1 + config["num_captions"] == 1 + len(example["syn_text"])
+        for k, teacher in enumerate(teachers):
+            height, width = config["teacher_details"][k]["image_size"]
+            views = []
+            for entry in example["param_aug"]:
+                view = augment_replay.replay_pil(image, entry, CROP, "bicubic")
+                if view.size != (width, height):
+                    view = view.resize((width, height), PIL.Image.Resampling.BICUBIC)
+                views.append(augment_replay.to_normalized_tensor(view, teacher.image_mean, teacher.image_std))
+            block = slice(bounds[k], bounds[k + 1])
+            np.testing.assert_allclose(np.linalg.norm(image_emb[:, block], axis=1), 1.0, atol=norm_atol)
+            np.testing.assert_allclose(np.linalg.norm(text_emb[:, block], axis=1), 1.0, atol=norm_atol)
+            expected_images = teacher.encode_image(torch.stack(views)).numpy()
+            expected_texts = teacher.encode_text([example["text"]] + example["syn_text"]).numpy()
+            worst = max(worst, float(np.abs(image_emb[:, block] - expected_images).max()),
+                        float(np.abs(text_emb[:, block] - expected_texts).max()))
+    return worst
+
+
 @pytest.fixture(scope="module")
 def tar_run(models, tmp_path_factory):
     root = tmp_path_factory.mktemp("tar_run")
@@ -121,31 +164,10 @@ def test_replayed_augmentation_through_each_teacher_matches_stored_block(tar_run
     ds = _load(out)
     assert len(ds) == 7  # 10 inputs - zero-byte - garbage - missing caption (see test_bad_inputs_are_counted...)
     config = json.load(open(os.path.join(out, "config.json")))
-    teachers = [load_teacher(spec) for spec in (models["open_clip_at_crop"], models["open_clip_small"],
-                                                models["mobileclip"])]
-    bounds = np.cumsum([0] + [t["embedding_dim"] for t in config["teachers"]])
-    worst = 0.0
-    for example in ds:
-        image = augment_replay.load_image(example["image"])
-        assert example["image_emb"].__len__() == 4 and len(example["param_aug"]) == 4
-        for k, teacher in enumerate(teachers):
-            size = config["teacher_details"][k]["image_size"]
-            views = []
-            for entry in example["param_aug"]:
-                view = augment_replay.replay_pil(image, entry, CROP, "bicubic")
-                if view.size != (size[1], size[0]):
-                    view = view.resize((size[1], size[0]), PIL.Image.Resampling.BICUBIC)
-                views.append(augment_replay.to_normalized_tensor(view, teacher.mean, teacher.std))
-            expected = teacher.encode_image(torch.stack(views)).numpy()
-            stored = np.asarray(example["image_emb"], dtype=np.float32)[:, bounds[k]:bounds[k + 1]]
-            worst = max(worst, float(np.abs(stored - expected).max()))
-            np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
-            # Text rows: GT caption then the synthetic captions, same teacher.
-            texts = [example["text"]] + example["syn_text"]
-            np.testing.assert_allclose(np.asarray(example["text_emb"])[:, bounds[k]:bounds[k + 1]],
-                                       teacher.encode_text(texts).numpy(), atol=1e-5)
+    teachers = [load_teacher(models[name]) for name in TEACHERS]
+    worst = _max_block_error(ds, config, teachers)
     # Same pixels, same weights: only float rounding from a different batch composition may differ.
-    print(f"max |stored - replayed| = {worst:.3g}")
+    print(f"max |stored - replayed| over 5 teachers = {worst:.3g}")
     assert worst < 1e-5, worst
 
 
@@ -157,29 +179,53 @@ def test_captions_count_and_postprocessing(tar_run):
     for s in syn:
         for caption in s["syn_text"]:
             assert "." not in caption and caption == caption.strip()
+    assert len({c for s in syn for c in s["syn_text"]}) > 3  # sampled, not one greedy caption repeated
     assert postprocess_caption("<start_of_text>a dog on grass. second sentence<end_of_text>junk") == "a dog on grass"
     assert postprocess_caption("  a cat sitting  ") == "a cat sitting"
+
+
+def test_seeded_nucleus_sampling_is_top_p_and_independent_of_the_batch(models):
+    torch.manual_seed(0)
+    scores = torch.randn(1, 50) * 3
+    kept = torch.isfinite(transformers.TopPLogitsWarper(0.9)(None, scores.clone()))[0]
+    # 20000 rows of the same scores with evenly spread uniforms: the draws trace the renormalised distribution.
+    rows = 20000
+    uniforms = ((torch.arange(rows, dtype=torch.float64) + 0.5) / rows).unsqueeze(1)
+    drawn = SeededNucleusSampler(uniforms, top_p=0.9).draw(scores.expand(rows, -1), step=0)
+    frequency = torch.bincount(drawn, minlength=50).double() / rows
+    target = scores[0].masked_fill(~kept, float("-inf")).softmax(-1).double()
+    assert set(drawn.unique().tolist()) == set(kept.nonzero().flatten().tolist())
+    assert (frequency - target).abs().max() < 2.0 / rows
+
+    captioner = load_captioner(models["ved"], max_tokens=12)
+    images = [PIL.Image.open(io.BytesIO(_image_bytes(i))) for i in range(3)]
+    seeds = [[derive_seed(0, f"u{i}", f"caption/{c}") for c in range(4)] for i in range(3)]
+    together = captioner.caption(images, seeds)
+    assert [captioner.caption([images[i]], [seeds[i]])[0] for i in range(3)] == together
 
 
 def test_config_records_teachers_captioner_augmentation_and_seed(tar_run, models):
     out, summary = tar_run
     config = json.load(open(os.path.join(out, "config.json")))
-    assert [t["logit_scale"] for t in config["teachers"]] == [100.0, 70.0, 50.0]
-    assert [t["embedding_dim"] for t in config["teachers"]] == [16, 16, 24]
-    assert [d["spec"] for d in config["teacher_details"]] == [models["open_clip_at_crop"], models["open_clip_small"],
-                                                             models["mobileclip"]]
-    assert [d["image_size"] for d in config["teacher_details"]] == [[48, 48], [32, 32], [28, 28]]
+    assert [t["logit_scale"] for t in config["teachers"]] == SCALES
+    assert [t["embedding_dim"] for t in config["teachers"]] == [16, 16, 24, 20, 32]
+    assert [d["spec"] for d in config["teacher_details"]] == [models[name] for name in TEACHERS]
+    assert [d["library"] for d in config["teacher_details"]] == ["open_clip"] * 2 + ["transformers"] * 3
+    assert [d["image_size"] for d in config["teacher_details"]] == [[48, 48], [32, 32], [28, 28], [40, 40], [32, 32]]
+    assert config["teacher_details"][4]["mean"] == [0.5, 0.5, 0.5]  # SigLIP's own normalisation
     assert config["captioner"]["spec"] == models["ved"] and config["captioner"]["top_p"] == 0.9
-    assert config["num_augmentations"] == 4 and config["seed"] == 11
+    assert config["num_captions"] == 3 and config["num_augmentations"] == 4 and config["seed"] == 11
     assert augment_replay.AugmentationSampler.from_config(config["augmentation"]).size == CROP
-    assert config["storage_bytes_per_sample"] == (4 + 1 + 3) * 56 * 4
+    assert config["storage_bytes_per_sample"] == (4 + 1 + 3) * 108 * 4
+    assert config["num_samples"] == 7 and config["input"]["kind"] == "webdataset"  # written when complete
     from dataset_scripts import get_metadata
 
     meta = get_metadata(_load(out, joins=False))
-    assert meta.embedding_dims == [16, 16, 24] and meta.logit_scales == [100.0, 70.0, 50.0]
-    assert os.path.exists(os.path.join(out, "README.md")) and "cc-by-4.0" in open(os.path.join(out, "README.md")).read()
+    assert meta.embedding_dims == [16, 16, 24, 20, 32] and meta.logit_scales == SCALES
+    card = open(os.path.join(out, "README.md")).read()
+    assert "license: cc-by-4.0" in card and "| 3 | `" in card  # one row per teacher
     lines = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
-    assert [r["shard"] for r in lines] == ["00000000.tar", "00000001.tar"]
+    assert [(r["shard"], r["num_uids"]) for r in lines] == [("00000000.tar", 5), ("00000001.tar", 2)]
 
 
 def test_bad_inputs_are_counted_and_modes_converted(tar_run):
@@ -213,14 +259,85 @@ def test_seeds_are_per_sample():
                 derive_seed(0, "abc", "caption/0")}) == 4
 
 
-def test_parquet_and_imagefolder_inputs(models, tmp_path):
+class LinearTeacher:
+    """A user teacher object (the TeacherModel interface): its own size and mean/std, outputs not normalised."""
+
+    name, image_size, image_mean, image_std, logit_scale = "linear-20px", 20, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 30.0
+
+    def __init__(self):
+        generator = torch.Generator().manual_seed(0)
+        self.weight = torch.randn(3 * 20 * 20, 8, generator=generator)
+        self.words = torch.randn(64, 8, generator=generator)
+
+    def encode_image(self, pixel_values):
+        return 3.0 * pixel_values.flatten(1) @ self.weight
+
+    def encode_text(self, texts):
+        return torch.stack([self.words[sum(map(ord, t)) % 64] for t in texts])
+
+
+class RecordingCaptioner:
+    """A user captioner object (the CaptionModel interface) that keeps the images it was shown."""
+
+    name = "template-captioner"
+
+    def __init__(self):
+        self.seen = []
+
+    def caption(self, images, seeds):
+        self.seen += images
+        return [[f" a picture of {s % 7}. with more words" for s in per_image] for per_image in seeds]
+
+
+def test_teacher_and_captioner_objects(models, tmp_path):
+    """The Python API takes objects: a model in memory, a TeacherModel object, a CaptionModel object; a damaged
+    tar member drops its sample."""
+    data = write_tar_dataset(str(tmp_path / "data"))
+    damaged = os.path.join(data, "00002.tar")  # a shard cut short inside the image of its last sample
+    with tarfile.open(damaged, "w") as tar:
+        for i in range(3):
+            _add(tar, f"b{i}.png", _image_bytes(20 + i, fmt="PNG"))
+            _add(tar, f"b{i}.txt", b"a damaged shard")
+    with tarfile.open(damaged) as tar:
+        cut = next(m for m in tar.getmembers() if m.name == "b2.png").offset_data + 100
+    os.truncate(damaged, cut)
+    folder = models["mobileclip"]
+    in_memory = teacher_from_transformers(transformers.AutoModel.from_pretrained(folder),
+                                          transformers.AutoProcessor.from_pretrained(folder), "mobileclip-in-memory")
+    captioner = RecordingCaptioner()
+    out = str(tmp_path / "out")
+    summary = reinforce(data, out, [in_memory, LinearTeacher()], captioner, num_captions=2, num_augmentations=3,
+                        crop_size=CROP, seed=5, progress=False, license="cc-by-4.0")
+    assert summary["skipped"]["corrupt_tar"] == 1 and summary["total_uids"] == 9
+
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert [(t["model"], t["embedding_dim"], t["logit_scale"]) for t in config["teachers"]] == [
+        ("mobileclip-in-memory", 24, None), ("linear-20px", 8, 30.0)]
+    assert [d["library"] for d in config["teacher_details"]] == ["transformers", "object"]
+    assert config["captioner"]["model"] == "template-captioner" and config["captioner"]["library"] == "object"
+    ds = _load(out)
+    assert all(e["syn_text"] == [f"a picture of {derive_seed(5, e['uid'], f'caption/{c}') % 7}" for c in range(2)]
+               for e in ds)
+    # The captioner saw each un-augmented image, exactly as stored (no crop, no resize).
+    stored = sorted(np.asarray(augment_replay.load_image(e["image"])).tobytes() for e in ds)
+    assert sorted(np.asarray(img).tobytes() for img in captioner.seen) == stored
+    worst = _max_block_error(ds, config, [load_teacher(in_memory), load_teacher(LinearTeacher())])
+    assert worst < 1e-5, worst
+
+
+def _write_parquet(path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = [s for s in _samples() if s[0] in ("a0", "a1", "a8", "a5")]
     table = pa.table({"image": [{"bytes": d, "path": f"{k}.{e}"} for k, d, _, e in rows],
                       "caption": [t for _, _, t, _ in rows]})
-    pq.write_table(table, tmp_path / "data.parquet")
+    pq.write_table(table, path)
+    return rows
+
+
+def test_parquet_imagefolder_bf16_and_pipeline_captioner(models, tmp_path):
+    rows = _write_parquet(tmp_path / "data.parquet")
     out = str(tmp_path / "out_parquet")
     summary = reinforce(str(tmp_path / "data.parquet"), out, samples_per_shard=2,
                         **_common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None,
@@ -239,87 +356,146 @@ def test_parquet_and_imagefolder_inputs(models, tmp_path):
             meta.append({"file_name": f"{key}.{ext}", "text": text})
     (folder / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
     out2 = str(tmp_path / "out_folder")
-    reinforce(str(folder), out2, **_common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None,
-                                           captioner=None, embedding_format="pth.gz"))
-    ds2 = _load(out2, joins=False)
-    assert len(ds2) == 3 and all(e["syn_text"] == [] for e in ds2)
-    assert np.asarray(ds2[0]["text_emb"]).shape == (1, 16)
+    blip = transformers.pipeline("image-text-to-text", model=models["blip"])
+    reinforce(str(folder), out2, **_common(models, teachers=[models["open_clip_small"], models["siglip"]],
+                                           teacher_logit_scales=None, captioner=blip, num_captions=2,
+                                           embedding_format="pth.gz", dtype="bf16"))
+    config = json.load(open(os.path.join(out2, "config.json")))
+    assert config["captioner"]["model"] == models["blip"] and config["compute_dtype"] == "bf16"
+    ds2 = _load(out2)
+    assert len(ds2) == 3 and all(len(e["syn_text"]) == 2 for e in ds2)
+    assert np.asarray(ds2[0]["text_emb"]).shape == (3, 48)
+    # bf16 forwards and bf16 storage (8-bit mantissa): within bf16 rounding of the fp32 teachers
+    teachers = [load_teacher(models["open_clip_small"]), load_teacher(models["siglip"])]
+    worst = _max_block_error(ds2, config, teachers, norm_atol=1e-2)
+    print(f"bf16: max |stored - fp32 replayed| = {worst:.3g}")
+    assert worst < 3e-2, worst
 
 
-def test_refuses_teacher_larger_than_crop(models, tmp_path):
+def test_refuses_bad_teachers(models, tmp_path):
     data = write_tar_dataset(str(tmp_path / "data"))
-    with pytest.raises(ValueError, match="larger than the augmentation crop size"):
+    with pytest.raises(ValueError, match="larger than the augmentation crop size 48x48.*--crop-size 64"):
         reinforce(data, str(tmp_path / "out"), **_common(models, teachers=[models["open_clip_large"]],
                                                          teacher_logit_scales=None))
+    bare = str(tmp_path / "model_only")  # save_pretrained of the model without its processor
+    transformers.AutoModel.from_pretrained(models["mobileclip"]).save_pretrained(bare)
+    with pytest.raises(ValueError, match="no processor found.*processor.save_pretrained"):
+        load_teacher(bare)
+    with pytest.raises(ValueError, match="2 values for 1 teachers"):
+        reinforce(data, str(tmp_path / "out"), **_common(models, teachers=[models["open_clip_small"]],
+                                                         teacher_logit_scales=[1.0, 2.0]))
 
 
 def test_refuses_to_mix_configs(models, tmp_path):
     data = write_tar_dataset(str(tmp_path / "data"))
     out = str(tmp_path / "out")
     kwargs = _common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None, captioner=None,
-                     max_samples=2)
+                     max_samples=7)
     reinforce(data, out, **kwargs)
     before = _shard_bytes(out)
-    reinforce(data, out, **dict(kwargs, batch_size=1))  # run-only knob: allowed, nothing to redo
-    assert _shard_bytes(out) == before
-    with pytest.raises(ValueError, match="different configuration.*seed"):
+    assert len(before) == 2  # max_samples reaches into the second tar
+    again = reinforce(data, out, **dict(kwargs, batch_size=1))  # run-only knob: allowed, nothing to redo
+    assert again["done_before"] == 2 and again["processed_shards"] == [] and _shard_bytes(out) == before
+    with pytest.raises(ValueError, match=r"different configuration \(seed: 11 -> 12\)"):
         reinforce(data, out, **dict(kwargs, seed=12))
+    with pytest.raises(ValueError, match="teachers: .*refusing to mix"):
+        reinforce(data, out, **dict(kwargs, teacher_logit_scales=[50.0]))
+    os.remove(os.path.join(out, "config.json"))
+    with pytest.raises(ValueError, match="no config.json.*refusing to mix"):
+        reinforce(data, out, **kwargs)
+
+
+def test_hub_dataset_in_hub_dataset_out(models, fake_hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    (tmp_path / "src").mkdir()
+    _write_parquet(tmp_path / "src" / "train.parquet")
+    HfApi().create_repo("org/pairs", repo_type="dataset")
+    HfApi().upload_folder(repo_id="org/pairs", repo_type="dataset", folder_path=str(tmp_path / "src"))
+    out = str(tmp_path / "out")
+    summary = reinforce("org/pairs", out, **_common(models, teachers=[models["open_clip_small"]],
+                                                    teacher_logit_scales=None, push_to_hub="org/my-dr",
+                                                    cache_dir=str(tmp_path / "cache")))
+    assert summary["complete"] and summary["total_uids"] == 3
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["source_dataset"] == "org/pairs" and config["input"]["kind"] == "hub"
+    assert set(fake_hub.files("org/my-dr", "dataset")) == {"README.md", "config.json", "manifest.jsonl",
+                                                          "00000000.tar"}
 
 
 def _cli(data, out, models, *extra):
     return [sys.executable, "-m", "dataset_scripts.reinforce", "--dataset", data, "--output", out,
-            "--teachers", f"{models['open_clip_at_crop']},{models['open_clip_small']}",
-            "--teacher-logit-scales", "100,100", "--captioner", models["ved"], "--num-captions", "2",
+            "--teachers", f"{models['open_clip_at_crop']},{models['mobileclip']}",
+            "--teacher-logit-scales", "100,100", "--captioner", models["coca"], "--num-captions", "2",
             "--num-augmentations", "3", "--crop-size", str(CROP), "--seed", "3", "--batch-size", "2",
-            "--max-caption-tokens", "10", "--no-progress", "--device", "cpu", *extra]
+            "--max-caption-tokens", "10", "--device", "cpu", *extra]
 
 
 def _env():
     return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO, OMP_NUM_THREADS="1")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_resume_after_kill_and_two_processes_match_one(models, tmp_path):
-    data = write_tar_dataset(str(tmp_path / "data"), per_shard=2)  # 5 shards
+    data = write_tar_dataset(str(tmp_path / "data"), per_shard=1)  # 10 shards, 3 of them without a good sample
     reference = str(tmp_path / "ref")
-    subprocess.run(_cli(data, reference, models), check=True, env=_env(), cwd=REPO, capture_output=True)
+    main(_cli(data, reference, models, "--no-progress")[3:])
     expected = _shard_bytes(reference)
-    assert len(expected) == 5
+    assert len(expected) == 10
 
-    # Kill a run once it has finished at least one shard (a real SIGKILL, mid-shard most likely), then resume.
+    # A real SIGKILL of the CLI as soon as it has finished one shard (the next one is then being written).
     killed = str(tmp_path / "killed")
-    proc = subprocess.Popen(_cli(data, killed, models), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not glob.glob(os.path.join(killed, "_manifest", "*.json")):
-        time.sleep(0.05)
+    proc = subprocess.Popen(_cli(data, killed, models, "--no-progress"), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not glob.glob(os.path.join(killed, "_manifest", "*.json")):
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(glob.glob(os.path.join(killed, "_manifest", "*.json")))
-    assert 1 <= done_before < 5
-    result = subprocess.run(_cli(data, killed, models), check=True, env=_env(), cwd=REPO, capture_output=True,
-                            text=True)
-    summary = json.loads(result.stdout.strip().splitlines()[-1][len("reinforce: "):])
-    assert summary["done_before"] == done_before and len(summary["processed_shards"]) == 5 - done_before
+    assert 1 <= done_before < 10 and not os.path.exists(os.path.join(killed, "manifest.jsonl"))
+    summary = main(_cli(data, killed, models, "--no-progress")[3:])
+    assert summary["done_before"] == done_before and len(summary["processed_shards"]) == 10 - done_before
     assert _shard_bytes(killed) == expected
-    assert not glob.glob(os.path.join(killed, "*.partial"))
+    assert not glob.glob(os.path.join(killed, "**", "*.partial"), recursive=True)
 
+    # Two real processes (torchrun + gloo on the CPU), progress bar on: the same bytes as one process.
     two = str(tmp_path / "two")
-    cmd = _cli(data, two, models)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
-              "dataset_scripts.reinforce"] + cmd[3:]
-    subprocess.run(launch, check=True, env=_env(), cwd=REPO, capture_output=True)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(_free_port()), "-m", "dataset_scripts.reinforce"] + _cli(data, two, models)[3:]
+    done = subprocess.run(launch, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert _shard_bytes(two) == expected
-    assert open(os.path.join(two, "manifest.jsonl")).read() == open(os.path.join(reference, "manifest.jsonl")).read()
+    for name in ("manifest.jsonl", "config.json"):
+        assert open(os.path.join(two, name)).read() == open(os.path.join(reference, name)).read(), name
+    records = [json.load(open(p)) for p in glob.glob(os.path.join(two, "_manifest", "*.json"))]
+    assert {r["written_by"]["process_index"] for r in records} == {0, 1}
+    assert {r["written_by"]["num_processes"] for r in records} == {2}
+    summaries = [json.loads(line[len("reinforce: "):]) for line in done.stdout.splitlines()
+                 if line.startswith("reinforce: {")]
+    assert sorted(s["process_index"] for s in summaries) == [0, 1]
+    assert sorted(shard for s in summaries for shard in s["processed_shards"]) == sorted(expected)
+    # One progress bar, on the main process, with the rate and the ETA.
+    assert "process 0 of 2: 5 of 10 shards" in done.stderr and "process 1 of 2" not in done.stderr
+    assert re.search(r"\| *\d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+sample/s\]", done.stderr), done.stderr[-2000:]
 
 
-def test_cli_smoke(models, tmp_path):
+def test_cli_storage_estimate_max_samples_and_max_shards(models, tmp_path, capsys):
     data = write_tar_dataset(str(tmp_path / "data"))
-    summary = main(_cli(data, str(tmp_path / "out"), models, "--max-samples", "3", "--embedding-format",
-                        "pth.gz")[3:])
-    assert summary["complete"] and summary["total_uids"] == 3
+    argv = _cli(data, str(tmp_path / "out"), models, "--max-samples", "7", "--embedding-format", "pth.gz",
+                "--no-progress")[3:]
+    first = main(argv + ["--max-shards", "1"])  # a clean stop after one shard (e.g. a job's time limit)
+    assert first["processed_shards"] == ["00000000.tar"] and "complete" not in first
+    assert ("storage estimate (N_aug 3 + 1 + n_syn 2) x D_total 40 x 2 B = 480 B per sample (embeddings only; plus "
+            "images and JSON); 7 samples -> 3.36 kB") in capsys.readouterr().out
+    summary = main(argv)
+    assert summary["processed_shards"] == ["00000001.tar"] and summary["complete"] and summary["total_uids"] == 5
     ds = _load(str(tmp_path / "out"), joins=False)
-    assert len(ds) == 3 and np.asarray(ds[0]["image_emb"]).shape == (3, 32)
-    digest = hashlib.sha256(open(os.path.join(str(tmp_path / "out"), "00000000.tar"), "rb").read()).hexdigest()
-    assert json.loads(open(os.path.join(str(tmp_path / "out"), "manifest.jsonl")).readline())["sha256"] == digest
+    assert len(ds) == 5 and np.asarray(ds[0]["image_emb"]).shape == (3, 40)
