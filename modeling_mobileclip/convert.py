@@ -1,7 +1,8 @@
 """Convert Apple / open_clip / timm MobileCLIP checkpoints into a transformers `MobileCLIPModel` folder.
 
     python -m modeling_mobileclip.convert --variant mobileclip-s0 --checkpoint mobileclip_s0.pt --output ./mobileclip-s0 \
-        [--fuse] [--dtype bf16] [--push-to-hub org/mobileclip-s0] [--overwrite] [--text-checkpoint FILE]
+        [--fuse] [--dtype bf16] [--push-to-hub org/mobileclip-s0] [--overwrite] [--text-checkpoint FILE] \
+        [--license-file LICENSE_MODELS]
 
 (also installed as the `mobileclip-convert` console script). The checkpoint format is detected from its keys:
 Apple v1 (`image_encoder.model.*`, `text_encoder.*`), open_clip (`visual.trunk.*`, `text.*`; optionally wrapped in
@@ -26,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .configuration_mobileclip import MOBILECLIP_VARIANTS, PRETRAINED_TAGS, MobileCLIPConfig, resolve_variant
+from .configuration_mobileclip import MOBILECLIP_VARIANTS, MobileCLIPConfig, resolve_variant
 from .convert_keymaps import COPY, RESHAPE, TRANSPOSE, ZERO_ONLY, KeyRule, KeyTableError, key_table
+from .hub import HubPushError, push_folder_to_hub
 from .modeling_mobileclip import MobileCLIPModel
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -285,9 +288,14 @@ def _mismatch_error(plan: _Plan, sources: Sequence[LoadedCheckpoint], variant: s
     formats = {s.format for s in sources}
     text_missing = plan.missing and all(k.startswith(("text_model.", "text_projection.", "logit_scale"))
                                         for k in plan.missing)
+    complete = [s for s in sources if plan.conflicts and _plan([s], config, _target_layout(config)).ok]
+    if complete:
+        parts.append(f"{complete[0].path} holds the whole {variant} model by itself: convert it alone "
+                     f"(--checkpoint {complete[0].path}, without --text-checkpoint).")
     if formats == {"timm"} and text_missing:
-        parts.append("A timm checkpoint holds the image tower only: pass the text tower (and logit_scale) with "
-                     "--text-checkpoint, e.g. Apple's mobileclip_*.pt text keys or an open_clip checkpoint's text.*.")
+        parts.append("A timm checkpoint holds the image tower only: pass the text tower and logit_scale with "
+                     "--text-checkpoint, a file of text.* (open_clip) or text_encoder.* (Apple) keys. A complete "
+                     "Apple or open_clip checkpoint of the variant needs no timm file: convert it alone.")
     matches = matching_variants(sources, exclude=variant)
     if matches:
         parts.append(f"The checkpoint matches variant(s) {', '.join(matches)}: pass --variant {matches[0]}.")
@@ -368,57 +376,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fallback_model_card(variant: str, report: ConversionReport):
-    """Minimal model card (metadata + provenance) used until `hub_cards.generate_model_card` exists."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    tag = PRETRAINED_TAGS[variant]
-    data = ModelCardData(license=tag["license"], license_name=tag["license_name"], license_link=tag["license_link"],
-                         library_name="transformers", pipeline_tag="zero-shot-image-classification",
-                         base_model=tag["hub_id"], tags=["mobileclip", "clip", "custom_code"])
-    files = "\n".join(f"| `{s.path.name}` | {s.format} | `{_sha256(s.path)}` |" for s in report.sources)
-    body = f"""
-# {variant} (transformers port)
-
-Apple's [{tag['hub_id']}](https://huggingface.co/{tag['hub_id']}) weights in the `mobileclip-hf` transformers layout,
-converted with `python -m modeling_mobileclip.convert --variant {variant}` (fused: {'yes' if report.fused else 'no'},
-dtype: {report.dtype}).
-
-| source file | format | sha256 |
-|---|---|---|
-{files}
-
-```python
-from transformers import pipeline
-classifier = pipeline("zero-shot-image-classification", model="<this repo>", trust_remote_code=True)
-```
-
-The weights are Apple's, released under the Apple Machine Learning Research Model license
-({tag['license_link']}); this is a format conversion of them and keeps that license. Code: Apache-2.0.
-"""
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
-
-
 def _write_model_card(folder: Path, variant: str | None, report: ConversionReport, model: MobileCLIPModel,
-                      processor, repo_id: str | None = None) -> None:
-    """README.md from `hub_cards.generate_model_card` (plus the widget images it references); a minimal card with
-    the same licence metadata when hub_cards is not installed."""
+                      processor, repo_id: str | None = None, license_file: str | os.PathLike | None = None) -> None:
+    """README.md from `hub_cards.generate_model_card` (Apple's licence and attribution, provenance, preprocessing,
+    widget examples with outputs computed by this model), plus the files it references (widget images, LICENSE)."""
     if variant is None:
         return
-    try:
-        from hub_cards import generate_model_card
-    except ImportError as error:
-        if error.name != "hub_cards":  # hub_cards exists but is broken: surface it
-            raise
-        _fallback_model_card(variant, report).save(folder / "README.md")
-        return
-    changes = ["converted from Apple's checkpoint to the transformers format by mobileclip-hf (parameter names and "
-               "layout changed)"]
+    from hub_cards import generate_model_card
+
+    sources = ", ".join(f"`{s.path.name}` ({s.format} format, sha256 {_sha256(s.path)})" for s in report.sources)
+    changes = [f"converted from {sources} to the transformers format by mobileclip-hf (parameter names and layout "
+               "changed)"]
     if report.fused:
         changes.append("re-parameterised (train-time branches and BatchNorms folded into single convolutions)")
     if report.dtype != "float32":
         changes.append(f"stored in {report.dtype}")
-    card = generate_model_card(model, variant, processor=processor, repo_id=repo_id,
+    card = generate_model_card(model, variant, processor=processor, repo_id=repo_id, license_file=license_file,
                                modification="; ".join(changes) + "; the weight values were not retrained.")
     card.write(folder)
 
@@ -453,10 +426,11 @@ def check_output_dir(output: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def save_converted(model: MobileCLIPModel, output: str | os.PathLike, *, variant: str, report: ConversionReport,
-                   overwrite: bool = False, processor=None, repo_id: str | None = None) -> Path:
+                   overwrite: bool = False, processor=None, repo_id: str | None = None,
+                   license_file: str | os.PathLike | None = None) -> Path:
     """Write config.json (auto_map incl. AutoModelForZeroShotImageClassification), model.safetensors, tokenizer and
-    processor files, the remote-code modules and README.md into a temporary sibling directory, reload it to verify,
-    then move it into place (replacing `output` only with `overwrite`)."""
+    processor files, the remote-code modules and README.md (+ LICENSE from `license_file`) into a temporary sibling
+    directory, reload it to verify, then move it into place (replacing `output` only with `overwrite`)."""
     from .processing_mobileclip import MobileCLIPProcessor
 
     output = check_output_dir(output, overwrite)
@@ -466,7 +440,7 @@ def save_converted(model: MobileCLIPModel, output: str | os.PathLike, *, variant
         processor = processor or MobileCLIPProcessor.from_variant(variant)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        _write_model_card(staging, variant, report, model, processor, repo_id)
+        _write_model_card(staging, variant, report, model, processor, repo_id, license_file)
         _verify_saved(staging, model)
         _apply_umask(staging)  # mkdtemp creates 0700; give the folder the permissions a plain mkdir would
         check_output_dir(output, overwrite)  # it may have appeared meanwhile
@@ -487,16 +461,6 @@ def save_converted(model: MobileCLIPModel, output: str | os.PathLike, *, variant
     return output
 
 
-def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = False, commit_message: str | None = None):
-    """Create `repo_id` if needed and upload the converted folder (one commit)."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id=repo_id, repo_type="model", exist_ok=True, private=private)
-    return api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
-                             commit_message=commit_message or f"Add converted MobileCLIP weights ({Path(folder).name})")
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------------------------
@@ -514,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub model repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--license-file", help="text of the weights' licence agreement (Apple's LICENSE_MODELS), "
+                                               "shipped as LICENSE: the AMLR asks redistributions to include it")
     return parser
 
 
@@ -522,7 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         variant = resolve_variant(args.variant)
-    except ValueError as error:
+        if args.push_to_hub is not None:
+            validate_repo_id(args.push_to_hub)
+        if args.license_file is not None and not Path(args.license_file).is_file():
+            raise ValueError(f"--license-file {args.license_file} is not a file.")
+    except (ValueError, HFValidationError) as error:
         parser.error(str(error))
     try:
         check_output_dir(args.output, args.overwrite)  # fail before the slow part
@@ -534,16 +504,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in report.dropped_zero_keys:
             print(f"checked and dropped all-zero projection bias {key} ({variant} projects without bias)")
         output = save_converted(model, args.output, variant=variant, report=report, overwrite=args.overwrite,
-                                repo_id=args.push_to_hub)
+                                repo_id=args.push_to_hub, license_file=args.license_file)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {output} ({variant}, {report.num_parameters / 1e6:.2f} M parameters, "
           f"{'fused' if report.fused else 'un-fused'}, {report.dtype})")
     if args.push_to_hub:
-        info = push_to_hub(output, args.push_to_hub, private=args.private,
-                           commit_message=f"Convert {variant} from {Path(args.checkpoint).name}")
-        print(f"pushed to {args.push_to_hub}: {getattr(info, 'commit_url', info)}")
+        try:
+            info = push_folder_to_hub(output, args.push_to_hub, private=args.private or None,
+                                      commit_message=f"Convert {variant} from {Path(args.checkpoint).name}")
+        except HubPushError as error:  # the converted folder is complete and stays where it is
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"pushed to {args.push_to_hub}: {info.commit_url}")
     return 0
 
 

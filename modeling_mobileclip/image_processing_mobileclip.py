@@ -13,11 +13,11 @@ from transformers.image_utils import PILImageResampling
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
-    """16/32-bit integer greyscale -> 8-bit by its bit depth (PIL's own convert would clip at 255)."""
-    array = np.asarray(image)
-    max_value = 65535 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255
-    return PIL.Image.fromarray(np.round(array.astype(np.float64) * (255.0 / max_value)).astype(np.uint8))
+def _to_8bit(array: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+    """16/32-bit integer pixels -> 8 bits by their bit depth (PIL's convert and transformers would clip at 255 or
+    refuse the array); 32-bit values that fit in 8 bits are kept as they are."""
+    max_value = 65535 if sixteen_bit or array.max(initial=0) > 255 else 255
+    return np.round(array.astype(np.float64) * (255.0 / max_value)).astype(np.uint8)
 
 
 class MobileCLIPImageProcessor(PilBackend):
@@ -37,11 +37,13 @@ class MobileCLIPImageProcessor(PilBackend):
 
     def convert_to_rgb(self, image, input_data_format=None):
         # The reference does `PIL.Image.convert("RGB")`: alpha is dropped, not composited on white as transformers'
-        # default does. High-bit-depth greyscale is scaled to 8 bits first.
+        # default does. High-bit-depth images (16-bit PNGs as PIL "I;16"/"I" or uint16 arrays) are scaled to 8 bits.
         if isinstance(image, PIL.Image.Image):
             if image.mode in _HIGH_BIT_DEPTH_MODES:
-                image = _to_8bit(image)
+                image = PIL.Image.fromarray(_to_8bit(np.asarray(image), image.mode.startswith("I;16")))
             return np.array(image.convert("RGB"))
+        if isinstance(image, np.ndarray) and image.dtype in (np.uint16, np.int32, np.uint32):
+            image = _to_8bit(image, image.dtype == np.uint16)
         return super().convert_to_rgb(image, input_data_format=input_data_format)
 
     def center_crop(self, image: np.ndarray, size, **kwargs) -> np.ndarray:

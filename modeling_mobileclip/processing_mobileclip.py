@@ -20,6 +20,9 @@ class MobileCLIPProcessor(ProcessorMixin):
     with id 0 (`padding=True` pads to the longest caption instead; the model gives the same embeddings either way).
     """
 
+    # The reference tokenisation by default; arguments of a call override it.
+    text_kwargs = {"padding": "max_length", "truncation": True, "max_length": CONTEXT_LENGTH}
+
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
 
@@ -34,31 +37,29 @@ class MobileCLIPProcessor(ProcessorMixin):
             image_mean=list(tag["image_mean"]), image_std=list(tag["image_std"]))
         return cls(image_processor, tokenizer if tokenizer is not None else MobileCLIPTokenizer.from_bpe_file())
 
-    def __call__(self, images=None, text=None, return_tensors=None, padding="max_length", truncation=True,
-                 max_length=CONTEXT_LENGTH, **kwargs) -> BatchFeature:
+    def __call__(self, images=None, text=None, **kwargs) -> BatchFeature:
+        """`images` through the image processor, `text` through the tokenizer (keyword arguments go to whichever
+        accepts them, e.g. `padding=True`, `do_rescale=False`, `return_tensors="pt"`); pads are id 0."""
         if images is None and text is None:
             raise ValueError("MobileCLIPProcessor needs `images`, `text` or both.")
-        encoding = {}
-        if text is not None:
-            if isinstance(text, (list, tuple)) and len(text) == 0:
-                raise ValueError("text is an empty list; pass at least one string (or text=None for images only).")
-            tokens = self.tokenizer(text, padding=padding, truncation=truncation, max_length=max_length,
-                                    return_attention_mask=True, return_tensors=return_tensors, **kwargs)
-            encoding["input_ids"] = self._zero_pads(tokens["input_ids"], tokens["attention_mask"])
-            encoding["attention_mask"] = tokens["attention_mask"]
-        if images is not None:
-            encoding.update(self.image_processor(images, return_tensors=return_tensors))
-        return BatchFeature(encoding, tensor_type=return_tensors)
+        if isinstance(text, (list, tuple)) and len(text) == 0:
+            raise ValueError("text is an empty list; pass at least one string (or text=None for images only).")
+        encoding = super().__call__(images=images, text=text, **kwargs)
+        if "input_ids" in encoding:
+            encoding["input_ids"] = self._zero_pads(encoding["input_ids"])
+        return encoding
 
-    @staticmethod
-    def _zero_pads(input_ids, attention_mask):
-        if hasattr(input_ids, "masked_fill"):  # torch tensor
-            return input_ids.masked_fill(attention_mask == 0, PAD_TOKEN_ID)
-        if hasattr(input_ids, "dtype"):  # numpy array
-            return input_ids * (attention_mask != 0)
+    def _zero_pads(self, input_ids):
+        """Every id after the first `<|endoftext|>` becomes 0, as open_clip pads (the tokenizer pads with EOT)."""
+        eot = self.tokenizer.eos_token_id
+        if hasattr(input_ids, "cumsum"):  # torch tensor or numpy array, (batch, length)
+            is_eot = (input_ids == eot) * 1  # integers: torch cannot subtract booleans
+            after_first = (is_eot.cumsum(-1) - is_eot) > 0
+            return input_ids * ~after_first
         if input_ids and isinstance(input_ids[0], list):
-            return [[i if m else PAD_TOKEN_ID for i, m in zip(ids, mask)] for ids, mask in zip(input_ids, attention_mask)]
-        return [i if m else PAD_TOKEN_ID for i, m in zip(input_ids, attention_mask)]
+            return [self._zero_pads(ids) for ids in input_ids]
+        first = input_ids.index(eot) if eot in input_ids else len(input_ids)
+        return input_ids[: first + 1] + [PAD_TOKEN_ID] * (len(input_ids) - first - 1)
 
 
 __all__ = ["MobileCLIPProcessor"]

@@ -16,13 +16,13 @@ from unittest import mock
 import pytest
 import torch
 from conftest import randomize_statistics, tiny_config
+from fake_hub import fake_hub_fixture  # noqa: F401  (provides the fake_hub fixture)
 from fixtures.convert_checkpoints import (
     APPLE_LAYOUT_OF,
     constant_apple_state_dict,
     meta_apple_state_dict,
     random_apple_state_dict,
 )
-from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
 from modeling_mobileclip import MOBILECLIP_VARIANTS, MobileCLIPConfig, MobileCLIPModel
@@ -245,6 +245,23 @@ def test_timm_image_checkpoint_needs_a_text_checkpoint(tiny_mci5, tmp_path):
                for item in info.value.conflicts)
 
 
+def test_timm_image_checkpoint_with_an_apple_text_file(tiny_s0, tmp_path):
+    """MobileCLIP-S0's text tower exists only in Apple's layout: a timm image file plus Apple text_encoder.* keys.
+    A complete Apple file as --text-checkpoint duplicates the image tower: refused, with the way out."""
+    save_file(to_format(tiny_s0, "timm"), str(tmp_path / "image.safetensors"))
+    apple = to_format(tiny_s0, "apple")
+    torch.save({k: v for k, v in apple.items() if k.startswith("text_encoder.") or k == "logit_scale"},
+               tmp_path / "text.pt")
+    converted, report = convert(tmp_path / "image.safetensors", config=tiny_s0.config,
+                                text_checkpoint=tmp_path / "text.pt")
+    assert [s.format for s in report.sources] == ["timm", "apple"]
+    assert report.dropped_zero_keys == ["image.safetensors: head.fc.bias"]  # timm's zero bias, S0 has none
+    _assert_same_weights(converted, tiny_s0)
+    torch.save(apple, tmp_path / "mobileclip_s0.pt")
+    with pytest.raises(KeyMismatchError, match="mobileclip_s0.pt holds the whole .* model by itself: convert it alone"):
+        convert(tmp_path / "image.safetensors", config=tiny_s0.config, text_checkpoint=tmp_path / "mobileclip_s0.pt")
+
+
 def test_bad_files_are_refused_with_a_reason(tmp_path, tiny_s0):
     state = to_format(tiny_s0, "apple")
     torch.save(state, tmp_path / "good.pt")
@@ -332,16 +349,19 @@ def _hidden_leftovers(folder: Path) -> list[str]:
 def test_cli_command_writes_a_complete_hub_folder(s0_random_file, tmp_path):
     """The exact command form, in a fresh interpreter; the folder loads through the Auto classes."""
     out = tmp_path / "mobileclip-s0"
+    licence = tmp_path / "LICENSE_MODELS"
+    licence.write_text("Apple Machine Learning Research Model License Agreement (test copy)\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, "-m", "modeling_mobileclip.convert", "--variant", "mobileclip-s0",
-                           "--checkpoint", str(s0_random_file), "--output", str(out)],
+                           "--checkpoint", str(s0_random_file), "--output", str(out), "--license-file", str(licence)],
                           capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "apple format, 893 keys" in proc.stdout and f"wrote {out}" in proc.stdout
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
             "configuration_mobileclip.py", "modeling_mobileclip.py", "processing_mobileclip.py",
-            "README.md"} <= names
+            "README.md", "LICENSE"} <= names
+    assert (out / "LICENSE").read_bytes() == licence.read_bytes()
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForZeroShotImageClassification"] == "modeling_mobileclip.MobileCLIPModel"
     assert {"AutoConfig", "AutoModel"} <= config["auto_map"].keys() and config["variant"] == "mobileclip-s0"
@@ -373,6 +393,9 @@ def test_cli_fuse_and_dtype(s0_random_file, tmp_path):
     assert not any(".rbr_" in k or "conv_scale" in k or "mixer_bn" in k for k in weights)
     model = MobileCLIPModel.from_pretrained(out)
     assert model.dtype == torch.bfloat16 and model.config.vision_config.inference_mode
+    # Exactly the un-fused conversion, re-parameterised in float32 and then cast (what test_parity.py measures).
+    unfused, _ = convert(s0_random_file, "mobileclip-s0")
+    _assert_same_weights(model, unfused.reparameterize().to(torch.bfloat16))
 
 
 def test_cli_refuses_an_existing_output_and_a_wrong_variant(s0_constant_file, tmp_path, capsys):
@@ -419,13 +442,30 @@ def test_overwrite_replaces_atomically_and_failures_leave_nothing_behind(s0_cons
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
 
 
-def test_push_to_hub_creates_the_repo_and_uploads_the_folder(s0_constant_file, tmp_path, stub_card):
+def test_push_to_hub_uploads_the_folder_and_it_loads_from_the_hub(s0_constant_file, tmp_path, fake_hub, capsys):
+    """--push-to-hub against the in-process fake Hub: the repo holds exactly the output folder (with the real model
+    card and its widget images) and loads from the Hub; a refused push keeps the converted folder."""
+    from transformers import AutoModel
+
     out = tmp_path / "pushed"
-    with mock.patch.object(HfApi, "create_repo") as create_repo, \
-            mock.patch.object(HfApi, "upload_folder", return_value="commit-url") as upload_folder:
-        assert main(["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(out),
-                     "--push-to-hub", "org/mobileclip-s0", "--private"]) == 0
-    create_repo.assert_called_once_with(repo_id="org/mobileclip-s0", repo_type="model", exist_ok=True, private=True)
-    kwargs = upload_folder.call_args.kwargs
-    assert kwargs["repo_id"] == "org/mobileclip-s0" and Path(kwargs["folder_path"]) == out
-    assert "mobileclip_s0_constant.pt" in kwargs["commit_message"]
+    args = ["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(out),
+            "--push-to-hub", "org/mobileclip-s0"]
+    fake_hub.fail("commit", status=403, times=1)
+    assert main(args) == 1
+    assert "hf upload org/mobileclip-s0" in capsys.readouterr().err and (out / "model.safetensors").exists()
+    assert main([*args, "--overwrite", "--private"]) == 0
+    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert fake_hub.files("org/mobileclip-s0") == local
+    assert any(name.startswith("widget/") for name in local) and "sha256" in local["README.md"].decode()
+    assert all(c.message.startswith("Convert mobileclip-s0 from mobileclip_s0_constant.pt")
+               for c in fake_hub.commits("org/mobileclip-s0"))
+    _assert_same_weights(AutoModel.from_pretrained("org/mobileclip-s0", trust_remote_code=True),
+                         MobileCLIPModel.from_pretrained(out))
+
+
+def test_bad_repo_id_fails_before_converting(s0_constant_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(tmp_path / "o"),
+              "--push-to-hub", "not a repo id"])
+    assert info.value.code == 2 and "not a repo id" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

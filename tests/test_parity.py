@@ -1,7 +1,9 @@
 """Numerical parity of converted checkpoints with independent implementations that pip installs.
 
-No real weights can be downloaded in CI, so every model here has random weights (BatchNorm statistics, layer scales,
-LayerNorms and biases moved far from their init, so a swapped or dropped key shows). References:
+No real weights can be downloaded in CI, so every model here has random weights (layer scales, BatchNorm affine terms,
+LayerNorms and biases moved far from their init, so a swapped or dropped key shows). BatchNorm statistics are those of
+the activations on the test images, randomly moved by a fraction of their scale (`calibrate_batchnorm`): statistics
+unrelated to the activations let deep MCi trunks map every image to nearly one embedding. References:
 
 - open_clip 3.3 (`MobileCLIP-S1/S2/B`, `MobileCLIP2-S0/S2/B`, full size): saved in open_clip format, converted by our
   command, compared on the same images and captions, each side with its own preprocessing and tokenizer (which are
@@ -11,11 +13,16 @@ LayerNorms and biases moved far from their init, so a swapped or dropped key sho
   converter (S1, S2), by timm's own Apple key filters (`fastvit_mci0`, and `vit_base_mci_224` with Apple's stem padding
   1 and LayerNorm eps 1e-5 for MobileCLIP-B) and, for MobileCLIP-S0's text tower, by transformers'
   `sam3_lite_text` text model with 6 layers (an independent port of that encoder) through a key map written here.
+  The BatchNorm statistics calibrated on the reference go back into the Apple file by value (`write_back`).
 - A timm-format image trunk (`fastvit_mci3`, full size) with the text tower from a second file.
+
+Each comparison is made un-fused and fused (`reparameterize()`, what `--fuse` writes).
 
 Set MOBILECLIP_PARITY_REPORT=<file.md> to write the table of measured max abs differences.
 """
 
+import copy
+import itertools
 import math
 import os
 from functools import partial
@@ -30,7 +37,13 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import randomize_statistics
-from fixtures.convert_checkpoints import LOGIT_SCALE, perturb_constant_tensors, random_apple_state_dict
+from fixtures.convert_checkpoints import (
+    LOGIT_SCALE,
+    calibrate_batchnorm,
+    perturb_constant_tensors,
+    random_apple_state_dict,
+    write_back,
+)
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import save_file
 from torch import nn
@@ -49,8 +62,13 @@ from modeling_mobileclip.convert import convert, main
 pytestmark = pytest.mark.slow
 
 TOLERANCE = {"unfused": 1e-5, "fused": 1e-4}  # max abs difference of L2-normalised embeddings, fp32
-CAPTIONS = ["a photo of a dog", "A diagram of a bicycle &amp; a RED car.", " ".join(["long"] * 90)]  # last: truncated
+# Short, medium and over-long (truncated) captions: a bidirectional random tower's EOT feature is dominated by the pads
+# it attends to, so two short captions of similar length look alike to it (max abs difference ~0.02).
+CAPTIONS = ["a dog",
+            "A diagram of a bicycle &amp; a RED car: ink on paper, 1890s, with notes in the margin about gears.",
+            "Café crème — naïve façade " * 12]
 ROWS: list[dict] = []
+PIPELINE_ROWS: list[str] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,11 +78,13 @@ def parity_report():
     if not path or not ROWS:
         return
     lines = ["| family | preset | checkpoint | compared against | image | text | logits | image (fused) | "
-             "text (fused) | logits (fused) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "text (fused) | logits (fused) | reference spread (image / text) |", "|" + "---|" * 11]
     for row in ROWS:
-        cells = [f"{v:.1e}" if v is not None else "n/a" for v in (*row["unfused"], *row["fused"])]
+        cells = [f"{v:.1e}" for v in (*row["unfused"], *row["fused"])] + ["{:.2f} / {:.2f}".format(*row["spread"])]
         lines.append(f"| {row['family']} | {row['preset']} | {row['checkpoint']} | {row['reference']} | "
                      + " | ".join(cells) + " |")
+    if PIPELINE_ROWS:
+        lines.append("\nZero-shot pipeline logits vs open_clip's model(image, text), max abs: " + "; ".join(PIPELINE_ROWS))
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -102,6 +122,12 @@ def _normalised(image, text, logit_scale: float):
     return image, text, math.exp(logit_scale) * image @ text.T
 
 
+def _fused(model):
+    """A re-parameterised copy: what `--fuse` writes (the converter fuses the loaded model with this same method,
+    before any dtype cast; tests/test_convert.py checks that the --fuse folder holds exactly these weights)."""
+    return copy.deepcopy(model).reparameterize()
+
+
 @torch.no_grad()
 def _ours(model, inputs):
     out = model.eval()(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
@@ -112,8 +138,10 @@ def _check(family, preset, checkpoint, reference_name, reference, unfused, fused
     """Record and assert: embeddings within TOLERANCE; logits within 2 * scale * TOLERANCE."""
     scale = math.exp(LOGIT_SCALE)
     image, text, _ = reference  # random weights must still give distinct embeddings, or equality proves nothing
-    assert (image[0] - image[1]).abs().max() > 1e-2 and (text[0] - text[1]).abs().max() > 1e-2
-    row = dict(family=family, preset=preset, checkpoint=checkpoint, reference=reference_name)
+    spread = tuple(min((e[i] - e[j]).abs().max().item() for i, j in itertools.combinations(range(len(e)), 2))
+                   for e in (image, text))
+    assert min(spread) > 1e-2, spread
+    row = dict(family=family, preset=preset, checkpoint=checkpoint, reference=reference_name, spread=spread)
     for mode, got in (("unfused", unfused), ("fused", fused)):
         row[mode] = [(a.float() - b.float()).abs().max().item() for a, b in zip(got, reference)]
     ROWS.append(row)
@@ -133,15 +161,30 @@ def _save(state_dict, path: Path) -> Path:
     return path
 
 
-def _randomised_open_clip(name: str, keep_zero_head_bias: bool, seed: int = 0, **kwargs):
+def _randomised_open_clip(name: str, pixels: torch.Tensor, tokens: torch.Tensor, keep_zero_head_bias: bool,
+                          seed: int = 0, **kwargs):
+    """open_clip model with random weights, its BatchNorms calibrated on `pixels` (its own preprocessing). Returns the
+    model and its (image embeddings, text embeddings, logits) for `pixels` and `tokens`, from open_clip's forward."""
     torch.manual_seed(seed)
     model = open_clip.create_model(name, pretrained=None, **kwargs).eval()
-    randomize_statistics(model, seed)
+    randomize_statistics(model, seed)  # BN affine terms and layer scales; the statistics are calibrated below
     head_bias = [k for k in model.state_dict() if k in ("visual.trunk.head.fc.bias", "visual.trunk.head.bias")]
     perturb_constant_tensors(model, seed, keep=head_bias if keep_zero_head_bias else ())
     with torch.no_grad():
         model.logit_scale.fill_(LOGIT_SCALE)
-    return model
+    image, text, scale = calibrate_batchnorm(model, lambda: model(pixels, tokens), seed)  # normalised, exp(scale)
+    return model, (image, text, scale * image @ text.T)
+
+
+def _calibrate_apple_file(state: dict, reference: nn.Module, run, path: Path):
+    """Calibrate the BatchNorms of a reference loaded from `state` (by its own Apple key filter) while `run()` runs
+    it, write the new statistics back into the Apple-layout `state` by value and save it to `path`. Returns what
+    `run()` returned (the calibrated reference's output)."""
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    output = calibrate_batchnorm(reference, run)
+    write_back(state, before, reference.state_dict())
+    torch.save(state, path)
+    return output
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,34 +210,35 @@ OPEN_CLIP_CASES = [
 @pytest.mark.parametrize("name, tag, preset, container, check_pipeline", OPEN_CLIP_CASES)
 def test_open_clip_checkpoint(name, tag, preset, container, check_pipeline, tmp_path):
     bias = MOBILECLIP_VARIANTS[preset]["vision"]["projection_bias"]
-    reference = _randomised_open_clip(name, keep_zero_head_bias=not bias)
+    images = _images()
+    pixels, tokens = open_clip_inputs(name, tag, images)
+    reference, expected = _randomised_open_clip(name, pixels, tokens, keep_zero_head_bias=not bias)
     path = _save(reference.state_dict(), tmp_path / container)
     out = tmp_path / preset
     assert main(["--variant", preset, "--checkpoint", str(path), "--output", str(out)]) == 0
     model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
 
-    images = _images()
     inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
-    pixels, tokens = open_clip_inputs(name, tag, images)
     assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    with torch.no_grad():
-        image, text, scale = reference(pixels, tokens)  # open_clip's forward: normalised features, exp(scale)
-    expected = (image, text, scale * image @ text.T)
-    fused, _ = convert(path, preset, fuse=True)
+    fused = _fused(model)
     _check(_family(preset), preset, f"open_clip {name} ({container})", f"open_clip {name}", expected,
            _ours(model, inputs), _ours(fused, inputs))
 
     if check_pipeline:  # zero-shot logits of our pipeline (pads with <|endoftext|> to the longest label) = open_clip's
         labels = ["dog", "bicycle with a very long descriptive name", "car"]
         classifier = pipeline("zero-shot-image-classification", model=str(out))
-        logits = classifier.forward(classifier.preprocess(images[0], candidate_labels=labels))["logits"][0]
+        seen = []
+        hook = classifier.model.register_forward_hook(lambda module, args, output: seen.append(output))
         scores = {r["label"]: r["score"] for r in classifier(images[0], candidate_labels=labels)}
-        pixels, tokens = open_clip_inputs(name, tag, images[:1], [f"This is a photo of {x}." for x in labels])
-        with torch.no_grad():
-            image, text, scale = reference(pixels, tokens)
-        expected = (scale * image @ text.T)[0]
-        assert (logits - expected).abs().max().item() <= 2 * scale.item() * TOLERANCE["unfused"]
-        assert np.allclose([scores[x] for x in labels], expected.softmax(-1).tolist(), atol=1e-5)
+        hook.remove()
+        label_tokens = open_clip.get_tokenizer(name)([f"This is a photo of {x}." for x in labels])
+        with torch.no_grad():  # open_clip's model(image, text) for images[0]; its image half was computed above
+            _, text, scale = reference(None, label_tokens)
+        expected_logits = scale * expected[0][0] @ text.T
+        difference = (seen[0].logits_per_image[0] - expected_logits).abs().max().item()
+        PIPELINE_ROWS.append(f"{preset} vs open_clip {name}: {difference:.1e}")
+        assert difference <= 2 * scale.item() * TOLERANCE["unfused"]
+        assert np.allclose([scores[x] for x in labels], expected_logits.softmax(-1).tolist(), atol=1e-5)
 
 
 def _family(preset: str) -> str:
@@ -227,8 +271,10 @@ def test_open_clip_large_family_standin(name, tag, preset, trunk_overrides, tmp_
         return create_model(model_name, *args, **{**kwargs, **trunk_overrides})
 
     text_cfg = {**open_clip.get_model_config(name)["text_cfg"], "layers": 2}
+    images = _images()
+    pixels, tokens = open_clip_inputs(name, tag, images)
     with mock.patch.object(timm, "create_model", reduced):
-        reference = _randomised_open_clip(name, keep_zero_head_bias=False, text_cfg=text_cfg)
+        reference, expected = _randomised_open_clip(name, pixels, tokens, keep_zero_head_bias=False, text_cfg=text_cfg)
     path = _save(reference.state_dict(), tmp_path / "standin.pt")
 
     spec = MOBILECLIP_VARIANTS[preset]
@@ -237,18 +283,13 @@ def test_open_clip_large_family_standin(name, tag, preset, trunk_overrides, tmp_
     config = MobileCLIPConfig(text_config=MobileCLIPTextConfig(**dict(spec["text"], num_hidden_layers=2)),
                               vision_config=MobileCLIPVisionConfig(**vision), projection_dim=spec["projection_dim"])
     unfused, _ = convert(path, config=config)
-    fused, _ = convert(path, config=config, fuse=True)
+    fused = _fused(unfused)
 
-    images = _images()
     inputs = MobileCLIPProcessor.from_variant(preset)(images=images, text=CAPTIONS, return_tensors="pt")
-    pixels, tokens = open_clip_inputs(name, tag, images)
     assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    with torch.no_grad():
-        image, text, scale = reference(pixels, tokens)
     depth = "1 block/stage" if "layers" in trunk_overrides else f"{trunk_overrides['depth']} blocks"
     _check(_family(preset), f"{preset} (stand-in: {depth}, 2 text layers)", f"open_clip {name} (.pt)",
-           f"open_clip {name}, reduced depth", (image, text, scale * image @ text.T),
-           _ours(unfused, inputs), _ours(fused, inputs))
+           f"open_clip {name}, reduced depth", expected, _ours(unfused, inputs), _ours(fused, inputs))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,19 +299,19 @@ def test_open_clip_large_family_standin(name, tag, preset, trunk_overrides, tmp_
 @pytest.mark.parametrize("name, preset, layout", [("MobileCLIP-S1", "mobileclip-s1", "mobileclip_s1"),
                                                   ("MobileCLIP-S2", "mobileclip-s2", "mobileclip_s2")])
 def test_apple_v1_checkpoint_against_open_clips_converter(name, preset, layout, tmp_path):
-    path = tmp_path / f"{layout}.pt"
-    torch.save(random_apple_state_dict(layout, seed=1), path)
+    state, path = random_apple_state_dict(layout, seed=1), tmp_path / f"{layout}.pt"
+    torch.save(state, path)
     reference = open_clip.create_model(name, pretrained=None).eval()
     open_clip.load_checkpoint(reference, str(path))  # open_clip's Apple converter (timm's FastViT filter inside)
+    images = _images()
+    pixels, tokens = open_clip_inputs(name, "datacompdr", images)
+    image, text, scale = _calibrate_apple_file(state, reference, lambda: reference(pixels, tokens), path)
     out = tmp_path / preset
     assert main(["--variant", preset, "--checkpoint", str(path), "--output", str(out)]) == 0
     model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
-    images = _images()
     inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
-    pixels, tokens = open_clip_inputs(name, "datacompdr", images)
-    with torch.no_grad():
-        image, text, scale = reference(pixels, tokens)
-    fused, _ = convert(path, preset, fuse=True)
+    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
+    fused = _fused(model)
     _check(_family(preset), preset, f"Apple v1 {layout}.pt", f"open_clip {name} via its Apple converter",
            (image, text, scale * image @ text.T), _ours(model, inputs), _ours(fused, inputs))
 
@@ -282,24 +323,24 @@ def test_apple_v1_b_against_timm_with_apples_stem_and_open_clip_text(tmp_path):
     from timm.models.vision_transformer_hybrid import checkpoint_filter_fn
 
     state = random_apple_state_dict("mobileclip_b", seed=2)
-    path = tmp_path / "mobileclip_b.pt"
-    torch.save(state, path)
     vit = timm.create_model("vit_base_mci_224", num_classes=512, norm_layer=partial(nn.LayerNorm, eps=1e-5)).eval()
     vit.patch_embed.backbone[0].conv.padding = (1, 1)
     vit.load_state_dict(checkpoint_filter_fn(state, vit))
+    images = _images()
+    pixels, tokens = open_clip_inputs("MobileCLIP-B", "datacompdr", images)
+    path = tmp_path / "mobileclip_b.pt"
+    image_features = _calibrate_apple_file(state, vit, lambda: vit(pixels), path)
     text_reference = open_clip.create_model("MobileCLIP-B", pretrained=None).eval()
     open_clip.load_checkpoint(text_reference, str(path))
 
-    images = _images()
-    pixels, tokens = open_clip_inputs("MobileCLIP-B", "datacompdr", images)
     with torch.no_grad():
-        expected = _normalised(vit(pixels), text_reference.encode_text(tokens), text_reference.logit_scale.item())
+        expected = _normalised(image_features, text_reference.encode_text(tokens), text_reference.logit_scale.item())
     out = tmp_path / "mobileclip-b"
     assert main(["--variant", "mobileclip-b", "--checkpoint", str(path), "--output", str(out)]) == 0
     model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
     inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
     assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    fused, _ = convert(path, "mobileclip-b", fuse=True)
+    fused = _fused(model)
     _check(_family("mobileclip-b"), "mobileclip-b", "Apple v1 mobileclip_b.pt",
            "timm vit_base_mci_224 (pad 1, eps 1e-5) via timm's Apple filter + open_clip MobileCLIP-B text",
            expected, _ours(model, inputs), _ours(fused, inputs))
@@ -355,27 +396,27 @@ def test_apple_v1_s0_against_timm_image_and_sam3_lite_text(tmp_path):
     from transformers.models.sam3_lite_text.modeling_sam3_lite_text import Sam3LiteTextTextModel
 
     state = random_apple_state_dict("mobileclip_s0", seed=3)
-    path = tmp_path / "mobileclip_s0.pt"
-    torch.save(state, path)
     trunk = timm.create_model("fastvit_mci0", num_classes=512).eval()
     trunk.load_state_dict(checkpoint_filter_fn(state, trunk))
+    images = _images()
+    # Apple's tokenizer is open_clip's ViT-B-16 SimpleTokenizer; its preprocessing is S1's (256 px, [0, 1] pixels).
+    pixels, _ = open_clip_inputs("MobileCLIP-S1", "datacompdr", images)
+    tokens = open_clip.get_tokenizer("ViT-B-16")(CAPTIONS)
+    path = tmp_path / "mobileclip_s0.pt"
+    image_features = _calibrate_apple_file(state, trunk, lambda: trunk(pixels), path)
     text_config = Sam3LiteTextTextConfig(num_hidden_layers=6, projection_dim=512)
     text_config._attn_implementation = "eager"
     text_tower = Sam3LiteTextTextModel(text_config).eval()
     text_tower.load_state_dict(_apple_text_to_sam3(state), strict=True)
 
-    images = _images()
-    # Apple's tokenizer is open_clip's ViT-B-16 SimpleTokenizer; its preprocessing is S1's (256 px, [0, 1] pixels).
-    pixels, _ = open_clip_inputs("MobileCLIP-S1", "datacompdr", images)
-    tokens = open_clip.get_tokenizer("ViT-B-16")(CAPTIONS)
     with torch.no_grad():
-        expected = _normalised(trunk(pixels), text_tower(input_ids=tokens).pooler_output, LOGIT_SCALE)
+        expected = _normalised(image_features, text_tower(input_ids=tokens).pooler_output, LOGIT_SCALE)
     out = tmp_path / "mobileclip-s0"
     assert main(["--variant", "mobileclip-s0", "--checkpoint", str(path), "--output", str(out)]) == 0
     model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
     inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
     assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    fused, _ = convert(path, "mobileclip-s0", fuse=True)
+    fused = _fused(model)
     _check(_family("mobileclip-s0"), "mobileclip-s0", "Apple v1 mobileclip_s0.pt",
            "timm fastvit_mci0 via timm's Apple filter + transformers sam3_lite_text (6 layers)",
            expected, _ours(model, inputs), _ours(fused, inputs))
@@ -389,7 +430,10 @@ def test_timm_image_checkpoint_fastvit_mci3_with_text_checkpoint(tmp_path):
     """open_clip MobileCLIP2-S3 with its full-size timm `fastvit_mci3` trunk and a small text tower: the trunk is saved
     as a timm image-only file (timm key names, classifier = projection), the text tower as a second file."""
     text_cfg = dict(open_clip.get_model_config("MobileCLIP2-S3")["text_cfg"], width=64, heads=2, layers=1)
-    reference = _randomised_open_clip("MobileCLIP2-S3", keep_zero_head_bias=False, seed=4, text_cfg=text_cfg)
+    images = _images()
+    pixels, tokens = open_clip_inputs("MobileCLIP2-S3", "dfndr2b", images)
+    reference, expected = _randomised_open_clip("MobileCLIP2-S3", pixels, tokens, keep_zero_head_bias=False, seed=4,
+                                                text_cfg=text_cfg)
     state = reference.state_dict()
     image_path = _save({k[len("visual.trunk."):]: v for k, v in state.items() if k.startswith("visual.trunk.")},
                        tmp_path / "fastvit_mci3.safetensors")
@@ -401,14 +445,10 @@ def test_timm_image_checkpoint_fastvit_mci3_with_text_checkpoint(tmp_path):
         vision_config=MobileCLIPVisionConfig(**MOBILECLIP_VARIANTS["mobileclip2-s3"]["vision"]), projection_dim=768)
     unfused, report = convert(image_path, config=config, text_checkpoint=text_path)
     assert [s.format for s in report.sources] == ["timm", "open_clip"]
-    fused, _ = convert(image_path, config=config, text_checkpoint=text_path, fuse=True)
+    fused = _fused(unfused)
 
-    images = _images()
     inputs = MobileCLIPProcessor.from_variant("mobileclip2-s3")(images=images, text=CAPTIONS, return_tensors="pt")
-    pixels, tokens = open_clip_inputs("MobileCLIP2-S3", "dfndr2b", images)
     assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    with torch.no_grad():
-        image, text, scale = reference(pixels, tokens)
     _check(_family("mobileclip2-s3"), "mobileclip2-s3 image (full size) + 64-wide text",
            "timm fastvit_mci3 image file + open_clip text file", "timm fastvit_mci3 (inside open_clip MobileCLIP2-S3)",
-           (image, text, scale * image @ text.T), _ours(unfused, inputs), _ours(fused, inputs))
+           expected, _ours(unfused, inputs), _ours(fused, inputs))

@@ -32,6 +32,8 @@ def rng_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Imag
     rng = np.random.default_rng(seed)
     if mode == "I;16":
         return Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16))
+    if mode in ("P", "LA", "1"):
+        return rng_image(width, height, "RGB", seed).convert(mode)
     channels = {"RGB": 3, "RGBA": 4, "L": 1, "CMYK": 4}[mode]
     array = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
     return Image.fromarray(array[..., 0] if channels == 1 else array, mode=mode)
@@ -107,7 +109,7 @@ def test_image_preprocessing_equals_reference(tokenizer, variant, size, interpol
         assert (ours - reference(image)).abs().max() <= 1e-5, (w, h)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "L", "CMYK", "I;16"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "1", "CMYK", "I;16"])
 def test_any_image_mode_gives_the_reference_rgb(processor, mode):
     image = rng_image(300, 200, mode)
     ours = processor(images=image, return_tensors="pt")["pixel_values"][0]
@@ -122,8 +124,15 @@ def test_any_image_mode_gives_the_reference_rgb(processor, mode):
 def test_numpy_and_tensor_images(processor):
     image = rng_image(320, 240)
     from_pil = processor(images=image, return_tensors="pt")["pixel_values"]
-    from_numpy = processor(images=np.asarray(image), return_tensors="pt")["pixel_values"]
-    assert torch.allclose(from_pil, from_numpy)
+    array = np.asarray(image)
+    assert torch.allclose(processor(images=array, return_tensors="pt")["pixel_values"], from_pil)
+    # CHW float tensors in [0, 1]: transformers' convention is do_rescale=False, routed to the image processor.
+    chw = torch.tensor(array).permute(2, 0, 1).float() / 255
+    from_tensor = processor(images=chw, do_rescale=False, return_tensors="pt")["pixel_values"]
+    assert (from_tensor - from_pil).abs().max() <= 1e-5
+    # 16-bit arrays (e.g. cv2.IMREAD_UNCHANGED of a 16-bit PNG) are scaled to 8 bits like 16-bit PIL images.
+    sixteen_bit = array.astype(np.uint16) * 257
+    assert torch.allclose(processor(images=sixteen_bit, return_tensors="pt")["pixel_values"], from_pil)
 
 
 # ---------------------------------------------------------------- Auto classes and pipeline
