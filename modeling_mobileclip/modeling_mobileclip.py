@@ -5,6 +5,7 @@ text towers (the 12-layer transformer and MobileCLIP-S0's "Text-RepMixer" hybrid
 This file is Hub-facing remote code: it imports only torch, transformers, timm and its flat sibling modules.
 """
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -275,6 +276,14 @@ class MobileCLIPPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.pos_embed, std=0.02)
         elif isinstance(module, MobileCLIPModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            # PyTorch's (and timm's) fan-in init. The generic N(0, initializer_range) would make a 3x3 depthwise
+            # kernel ~15x too small: after the ~50 convs of an MCi trunk a fresh tower's output is ~1e-11 and all
+            # but independent of the image, which stalls training from scratch.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.weight[0].numel())
+                init.uniform_(module.bias, -bound, bound)
         else:
             super()._init_weights(module)
 
