@@ -1,147 +1,198 @@
-"""Latency of our towers against their peers, side by side in one process (interleaved runs, median).
+"""Latency of our image and text towers against the same architecture in timm / open_clip / transformers, with the
+same weights, side by side in one process (interleaved rounds, median), un-fused and fused; and the fused speed-up.
 
-Rows (fp32, CPU, `--threads` threads, batch 1 and 16):
-- image tower vs timm's registered trunk (`fastvit_mci0/1/2`, `vit_base_mci_224`) with the same weights, un-fused and
-  fused (timm's `reparameterize_model` on the timm side);
-- text tower vs open_clip's text encoder of the same architecture (S1/S2/B) and vs transformers' `sam3_lite_text`
-  6-layer model for the S0 Text-RepMixer encoder (weights random: speed does not depend on them);
-- fused vs un-fused speed-up per variant;
-- image+text latency at batch 1 vs transformers' CLIP ViT-B/16 (the paper's baseline).
+Peers (fp32, CPU, `--threads` threads, batch 1 and 16):
+- image: timm's registered trunk + classifier Linear (`fastvit_mci0/1/2`, `vit_base_mci_224`) loaded with our image
+  tower's weights; fused with timm's own `reparameterize_model`;
+- text: open_clip's `MobileCLIP-S1` (12 layers, bidirectional; also the S2 / MobileCLIP2 text tower) and
+  `MobileCLIP-B` (causal) text encoders, converted into our model by our converter; for S0's Text-RepMixer tower,
+  transformers' 6-layer `sam3_lite_text`, loaded with our weights through the key map below. The text peers have no
+  fused form, so the fused column times our fused tower against the peer's only one.
+Every row prints the largest difference between our output and the peer's, relative to the output's scale: ~1e-7
+shows that both compute the same function with the same weights.
 
-    python benchmarks/bench_towers.py            # full table (several minutes on 2 cores)
-    python benchmarks/bench_towers.py --quick    # smoke run used in CI: one variant, 2 repeats, no claims
+    python benchmarks/bench_towers.py                      # the README table
+    python benchmarks/bench_towers.py --towers image --variants mobileclip-s0 --batches 1
+    python benchmarks/bench_towers.py --quick              # CI smoke run: S0, batch 1, no claims
 """
 
-import argparse
 import copy
-import statistics
-import time
+from pathlib import Path
 
 import open_clip
 import timm
 import torch
+from common import (Schedule, benchmark_parser, caption_ids, format_ratio, interleaved_times, median_ms,
+                    parse_benchmark_args, trained_magnitudes)
 from timm.utils.model import reparameterize_model
-from transformers import CLIPConfig, CLIPModel
+from transformers import Sam3LiteTextConfig, Sam3LiteTextTextModel
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
+from modeling_mobileclip.convert import LoadedCheckpoint, build_model, convert_state_dict, detect_format
 
-TIMM_NAMES = {"mobileclip-s0": "fastvit_mci0", "mobileclip-s1": "fastvit_mci1", "mobileclip-s2": "fastvit_mci2",
-              "mobileclip2-b": "vit_base_mci_224"}
-OPEN_CLIP_NAMES = {"mobileclip-s1": "MobileCLIP-S1", "mobileclip-s2": "MobileCLIP-S2", "mobileclip-b": "MobileCLIP-B"}
-
-
-def interleaved_medians(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds per call of each function, running them in turn so that drift hits all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+# Variant -> (timm model of the same image tower, our preset built). MobileCLIP-B's is timm's `vit_base_mci_224`, i.e.
+# the MobileCLIP2-B tower (stem padding 0, LayerNorm eps 1e-6); Apple's v1 B differs only in those constants, not in
+# speed.
+IMAGE_PEERS = {"mobileclip-s0": ("fastvit_mci0", "mobileclip-s0"),
+               "mobileclip-s1": ("fastvit_mci1", "mobileclip-s1"),
+               "mobileclip-s2": ("fastvit_mci2", "mobileclip-s2"),
+               "mobileclip-b": ("vit_base_mci_224", "mobileclip2-b")}
+# Variant -> (peer text model, our preset its weights convert to).
+TEXT_PEERS = {"mobileclip-s0": ("sam3_lite_text", "mobileclip-s0"),
+              "mobileclip-s1": ("MobileCLIP-S1", "mobileclip-s1"),
+              "mobileclip-b": ("MobileCLIP-B", "mobileclip2-b")}
 
 
-def timm_twin(model: MobileCLIPModel, timm_name: str) -> torch.nn.Module:
-    """timm's registered trunk + head carrying exactly our image-tower weights."""
-    reference = timm.create_model(timm_name, num_classes=model.config.projection_dim).eval()
+def relative_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Peers with our weights
+# ------------------------------------------------------------------------------------------------------------------
+
+def timm_image_peer(model: MobileCLIPModel, timm_name: str) -> torch.nn.Module:
+    """timm's registered trunk + classifier Linear carrying exactly our image tower's weights."""
+    peer = timm.create_model(timm_name, num_classes=model.config.projection_dim).eval()
     state = {k.removeprefix("vision_model.trunk."): v for k, v in model.state_dict().items()
              if k.startswith("vision_model.trunk.")}
     head = "head.fc" if timm_name.startswith("fastvit") else "head"
     state[f"{head}.weight"] = model.visual_projection.weight
     bias = model.visual_projection.bias
     state[f"{head}.bias"] = bias if bias is not None else torch.zeros(model.config.projection_dim)
-    reference.load_state_dict(state)
-    return reference
+    peer.load_state_dict(state)
+    return peer
 
 
-def image_rows(variant: str, batches: list[int], repeats: int) -> list[str]:
-    config = MobileCLIPConfig.from_variant(variant)
-    ours = MobileCLIPModel(config).eval()
-    peer = timm_twin(ours, TIMM_NAMES[variant])
-    fused_ours, fused_peer = copy.deepcopy(ours).reparameterize(), reparameterize_model(peer)
+def open_clip_pair(open_clip_name: str, preset: str) -> tuple[MobileCLIPModel, torch.nn.Module]:
+    """An open_clip model and ours converted from its state dict by our converter (the user's path)."""
+    config = MobileCLIPConfig.from_variant(preset)
+    peer = trained_magnitudes(open_clip.create_model(open_clip_name, pretrained=None).eval())
+    if not config.vision_config.projection_bias:
+        # Apple v1 presets project without bias; open_clip's ports of v1 carry an all-zero one (the converter checks).
+        torch.nn.init.zeros_(peer.visual.trunk.head.fc.bias)
+    state = peer.state_dict()
+    checkpoint = LoadedCheckpoint(Path(f"{open_clip_name} (open_clip, random weights)"), state, detect_format(state))
+    ours, _ = convert_state_dict([checkpoint], config, preset)
+    return build_model(config, ours), peer
+
+
+def _sam3_text_key(ours: str) -> list[str]:
+    """sam3_lite_text key(s) of one of our text-tower keys (qkv maps to three)."""
+    renames = {  # RepMixer blocks
+        "token_mixer.mixer_conv.": "token_mixer.mixer.conv.",
+        "token_mixer.mixer_bn.": "token_mixer.mixer.batchnorm_conv.",
+        "token_mixer.mixer_skip_bn.": "token_mixer.mixer.batchnorm_skip.",
+        "token_mixer.norm_bn.": "token_mixer.reference_batchnorm.",
+        "convffn.conv.": "conv_feed_forward.depthwise_conv.", "convffn.bn.": "conv_feed_forward.depthwise_batchnorm.",
+        "convffn.fc1.": "conv_feed_forward.mlp.fc1.", "convffn.fc2.": "conv_feed_forward.mlp.fc2.",
+    }
+    if ours == "text_projection.weight":
+        return ["projection.weight"]
+    key = ours.removeprefix("text_model.").replace("embeddings.position_embedding",
+                                                   "embeddings.position_embedding.position_embedding")
+    for old, new in renames.items():
+        if old in key:
+            return [key.replace(old, new)]
+    if ".self_attn.qkv." in key:
+        return [key.replace(".qkv.", f".{name}.") for name in ("q_proj", "k_proj", "v_proj")]
+    return [key]
+
+
+def sam3_text_pair(model: MobileCLIPModel) -> torch.nn.Module:
+    """transformers' `Sam3LiteTextTextModel` (6 layers: the MobileCLIP-S0 text architecture) with our text weights."""
+    config = Sam3LiteTextConfig(text_config=dict(num_hidden_layers=6)).text_config
+    peer = Sam3LiteTextTextModel(config).eval()
+    target = peer.state_dict()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("text_model.") or key == "text_projection.weight":
+            names = _sam3_text_key(key)
+            parts = value.chunk(3, dim=0) if len(names) == 3 else [value]  # q, k, v rows of the fused qkv
+            for name, part in zip(names, parts, strict=True):
+                state[name] = part.reshape(target[name].shape)  # Conv1d [C, 1, k] -> Conv2d [C, 1, 1, k] etc.
+    peer.load_state_dict(state, strict=True)
+    return peer
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Rows
+# ------------------------------------------------------------------------------------------------------------------
+
+def _row(tower: str, peer_name: str, batch: int, times: dict, diff: float, fused_diff: float | None) -> str:
+    fused_peer = times.get("peer_fused", times["peer"])
+    fused_diff_text = f"{fused_diff:.0e}" if fused_diff is not None else "-"
+    return (f"| {tower} | {peer_name} | {batch} | {median_ms(times['ours']):.1f} / {median_ms(times['peer']):.1f} | "
+            f"{format_ratio(times['ours'], times['peer'])} | {median_ms(times['ours_fused']):.1f} / "
+            f"{median_ms(fused_peer):.1f}{'' if 'peer_fused' in times else ' (un-fused)'} | "
+            f"{format_ratio(times['ours_fused'], fused_peer)} | {format_ratio(times['ours'], times['ours_fused'])}x | "
+            f"{diff:.0e} / {fused_diff_text} |")
+
+
+def image_rows(variant: str, batches: list[int], schedule: Schedule) -> list[str]:
+    timm_name, preset = IMAGE_PEERS[variant]
+    ours = trained_magnitudes(MobileCLIPModel(MobileCLIPConfig.from_variant(preset)).eval())
+    peer = timm_image_peer(ours, timm_name)
+    ours_fused, peer_fused = copy.deepcopy(ours).reparameterize(), reparameterize_model(peer)
+    size = ours.config.vision_config.image_size
     rows = []
     for batch in batches:
-        x = torch.rand(batch, 3, config.vision_config.image_size, config.vision_config.image_size)
-        t = interleaved_medians({
-            "ours": lambda: ours.get_image_features(pixel_values=x), "timm": lambda: peer(x),
-            "ours_fused": lambda: fused_ours.get_image_features(pixel_values=x), "timm_fused": lambda: fused_peer(x),
-        }, repeats)
-        rows.append(f"| {variant} image | {TIMM_NAMES[variant]} | {batch} | {t['ours'] * 1e3:.1f} / {t['timm'] * 1e3:.1f}"
-                    f" | {t['ours'] / t['timm']:.3f} | {t['ours_fused'] * 1e3:.1f} / {t['timm_fused'] * 1e3:.1f} | "
-                    f"{t['ours_fused'] / t['timm_fused']:.3f} | {t['ours'] / t['ours_fused']:.2f}x |")
+        x = torch.rand(batch, 3, size, size)
+        candidates = {"ours": lambda: ours.get_image_features(pixel_values=x).pooler_output, "peer": lambda: peer(x),
+                      "ours_fused": lambda: ours_fused.get_image_features(pixel_values=x).pooler_output,
+                      "peer_fused": lambda: peer_fused(x)}
+        with torch.inference_mode():
+            diff = relative_difference(candidates["ours"](), candidates["peer"]())
+            fused_diff = relative_difference(candidates["ours_fused"](), candidates["peer_fused"]())
+            times = interleaved_times(candidates, schedule)
+        rows.append(_row(f"{variant} image", f"timm {timm_name}", batch, times, diff, fused_diff))
     return rows
 
 
-def text_rows(variant: str, batches: list[int], repeats: int) -> list[str]:
-    ours = MobileCLIPModel(MobileCLIPConfig.from_variant(variant)).eval()
-    fused = copy.deepcopy(ours).reparameterize()
-    if variant == "mobileclip-s0":
-        from transformers import Sam3LiteTextConfig, Sam3LiteTextTextModel
-
-        peer_name = "sam3_lite_text (6 layers)"
-        peer = Sam3LiteTextTextModel(Sam3LiteTextConfig(text_config=dict(num_hidden_layers=6)).text_config).eval()
-        run_peer = lambda ids: peer(input_ids=ids)  # noqa: E731
+def text_rows(variant: str, batches: list[int], schedule: Schedule) -> list[str]:
+    peer_name, preset = TEXT_PEERS[variant]
+    if peer_name == "sam3_lite_text":
+        ours = trained_magnitudes(MobileCLIPModel(MobileCLIPConfig.from_variant(preset)).eval())
+        peer_model = sam3_text_pair(ours)
+        run_peer = lambda ids: peer_model(input_ids=ids).pooler_output  # noqa: E731
+        label = "transformers sam3_lite_text (6 layers)"
     else:
-        peer_name = f"open_clip {OPEN_CLIP_NAMES[variant]}"
-        peer = open_clip.create_model(OPEN_CLIP_NAMES[variant], pretrained=None).eval()
-        run_peer = peer.encode_text
+        ours, peer_model = open_clip_pair(peer_name, preset)
+        run_peer, label = peer_model.encode_text, f"open_clip {peer_name}"
+    ours_fused = copy.deepcopy(ours).reparameterize()
     rows = []
     for batch in batches:
-        ids = torch.randint(1, 49000, (batch, 77))
-        ids[:, 0], ids[:, 20], ids[:, 21:] = 49406, 49407, 0
-        t = interleaved_medians({
-            "ours": lambda: ours.get_text_features(input_ids=ids), "peer": lambda: run_peer(ids),
-            "ours_fused": lambda: fused.get_text_features(input_ids=ids),
-        }, repeats)
-        rows.append(f"| {variant} text | {peer_name} | {batch} | {t['ours'] * 1e3:.1f} / {t['peer'] * 1e3:.1f} | "
-                    f"{t['ours'] / t['peer']:.3f} | {t['ours_fused'] * 1e3:.1f} / - | - | "
-                    f"{t['ours'] / t['ours_fused']:.2f}x |")
+        ids = caption_ids(batch)
+        candidates = {"ours": lambda: ours.get_text_features(input_ids=ids).pooler_output,
+                      "peer": lambda: run_peer(ids),
+                      "ours_fused": lambda: ours_fused.get_text_features(input_ids=ids).pooler_output}
+        with torch.inference_mode():
+            diff = relative_difference(candidates["ours"](), candidates["peer"]())
+            fused_diff = relative_difference(candidates["ours_fused"](), candidates["peer"]())
+            times = interleaved_times(candidates, schedule)
+        rows.append(_row(f"{variant} text", label, batch, times, diff, fused_diff))
     return rows
-
-
-def vs_clip_rows(variants: list[str], repeats: int) -> list[str]:
-    clip = CLIPModel(CLIPConfig(
-        text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12),
-        vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                           patch_size=16, image_size=224), projection_dim=512)).eval()
-    clip_ids, clip_x = torch.randint(1, 49000, (1, 77)), torch.rand(1, 3, 224, 224)
-    fns = {"clip": lambda: (clip.get_image_features(pixel_values=clip_x), clip.get_text_features(input_ids=clip_ids))}
-    for variant in variants:
-        model = MobileCLIPModel(MobileCLIPConfig.from_variant(variant)).eval().reparameterize()
-        size = model.config.vision_config.image_size
-        x, ids = torch.rand(1, 3, size, size), clip_ids.clone()
-        fns[variant] = (lambda m, x, ids: lambda: (m.get_image_features(pixel_values=x),
-                                                   m.get_text_features(input_ids=ids)))(model, x, ids)
-    t = interleaved_medians(fns, repeats)
-    return [f"| {v} (fused) | {t[v] * 1e3:.1f} | {t['clip'] * 1e3:.1f} | {t['clip'] / t[v]:.2f}x |" for v in variants]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: S0 only, batch 1, 2 repeats")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    repeats = 2 if args.quick else args.repeats
-    batches = [1] if args.quick else [1, 16]
-    image_variants = ["mobileclip-s0"] if args.quick else list(TIMM_NAMES)
-    text_variants = ["mobileclip-s0"] if args.quick else ["mobileclip-s0", "mobileclip-s1", "mobileclip-b"]
-    print(f"device cpu, fp32, {args.threads} threads, median of {repeats} interleaved runs, torch {torch.__version__}")
-    print("| tower | peer | batch | ms ours / peer | ratio | fused ms ours / peer | fused ratio | fused speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
-    with torch.inference_mode():
-        for variant in image_variants:
-            print("\n".join(image_rows(variant, batches, repeats)), flush=True)
-        for variant in text_variants:
-            print("\n".join(text_rows(variant, batches, repeats)), flush=True)
-        print("\n| model, batch 1, image + text | ms | CLIP ViT-B/16 ms | speed-up vs ViT-B/16 |\n|---|---|---|---|")
-        vs = ["mobileclip-s0"] if args.quick else ["mobileclip-s0", "mobileclip-s1", "mobileclip-s2", "mobileclip-b"]
-        print("\n".join(vs_clip_rows(vs, repeats)), flush=True)
+    parser = benchmark_parser(__doc__, quick="S0, batch 1")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--towers", nargs="+", choices=["image", "text"], default=["image", "text"])
+    parser.add_argument("--variants", nargs="+", choices=sorted(set(IMAGE_PEERS) | set(TEXT_PEERS)),
+                        help="default: every variant with a peer")
+    args = parse_benchmark_args(parser, argv)
+    batches = [1] if args.quick else args.batches
+    chosen = ["mobileclip-s0"] if args.quick else args.variants
+    print(f"cpu, fp32, {args.threads} threads, {args.schedule.describe()}; ratio = ours / peer; torch "
+          f"{torch.__version__}, timm {timm.__version__}, open_clip {open_clip.__version__}")
+    print("| tower | peer | batch | ms ours / peer | ratio | fused ms ours / peer | fused ratio | fused speed-up "
+          "(ours) | rel. diff un-fused / fused |\n|---|---|---|---|---|---|---|---|---|")
+    if "image" in args.towers:
+        for variant in [v for v in IMAGE_PEERS if chosen is None or v in chosen]:
+            print("\n".join(image_rows(variant, batches, args.schedule)), flush=True)
+    if "text" in args.towers:
+        for variant in [v for v in TEXT_PEERS if chosen is None or v in chosen]:
+            print("\n".join(text_rows(variant, batches, args.schedule)), flush=True)
 
 
 if __name__ == "__main__":

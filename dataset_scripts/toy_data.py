@@ -1,25 +1,36 @@
-"""A tiny, deterministic DataCompDR-layout dataset for offline training runs and tests ("toy DataCompDR").
+"""The embedded default of `train_accelerate.py`: a tiny DataCompDR dataset that the project builds itself, offline.
 
-What it holds (everything is built here, from a seed; nothing is downloaded):
+    python -m dataset_scripts.toy_data                    # builds once (~1-2 min on 2 CPU cores), prints the folder
+    from dataset_scripts.toy_data import build_toy_datacompdr
+    root = build_toy_datacompdr()                         # <cache>/toy-v4-<hash>/{train/*.tar, eval/, teachers/}
 
-* images: procedurally rendered 96x96 pictures of one coloured shape (circle / square / triangle) at one of five
-  positions on a coloured background;
-* ``txt``: a short, noisy alt-text ground-truth caption ("red thing", "IMG_4821.jpg", ...), as in web data;
-* ``syn.json``: ``{"syn_text": [...]}`` descriptive synthetic captions ("a red circle in the top left corner of a
-  white picture");
-* ``paug.json``: ``num_augmentations`` views per image drawn with ``augment_replay.AugmentationSampler`` (DataCompDR
-  encoding ``[[i, j, h, w], [[op, mag], [op, mag]]]``);
-* ``npz``: ``image_emb`` [n_aug, D] and ``text_emb`` [1 + n_syn, D] (row 0 = GT) from K = 2 teachers that this
-  module trains itself (tiny ViT MobileCLIPs, plain CLIP loss on the synthetic captions), each teacher's slice
-  L2-normalised; widths and learned logit scales are recorded in ``config.json`` next to the shard folders.
+Everything is generated from a seed; nothing is downloaded. The pipeline is the real one at micro scale:
 
-``build_toy_datacompdr(spec, cache_root)`` writes ``<cache_root>/toy-v<VERSION>-<hash>/{train,validation}/*.tar``
-+ ``config.json`` once (keyed by the spec and ``TOY_VERSION``) and returns that folder; the folder is moved into place
-atomically, so concurrent builders never see a half-written copy.
+1. **Web data.** Procedurally rendered 64x64 pictures of one coloured shape (6 colours x circle / ring / triangle /
+   bar, small or large, anywhere on a white / black / grey background), JPEG-encoded, each with a short, noisy
+   alt-text caption as in web data ("IMG_4821.jpg", "red thing", "my ring", 10 % naming the wrong colour).
+2. **Teachers.** Two CLIP models trained here with the plain CLIP loss (`losses.clip_loss`, `optim.build_optimizer`)
+   on their own, separately rendered data with clean captions, through the same augmentations the reinforcement
+   stores: two tiny MobileCLIPs (MCi image towers, 32-d and 24-d, different seeds). Each batch holds groups of
+   pictures that differ only in shape (see :func:`train_teacher`). Both are saved under `teachers/` with their
+   processors, and their held-out zero-shot accuracy is recorded in `toy.json`.
+3. **Reinforcement.** `dataset_scripts.reinforce.reinforce` turns the web data into DataCompDR shards: stored
+   augmentations, the two teachers' embeddings (K = 2, widths 32 + 24, each teacher's learned logit scale as its
+   distillation scale) and synthetic captions from :class:`ProceduralCaptioner`, a deterministic "captioner" that
+   measures the picture it is given (background from the border pixels, shape colour from the rest, shape from the
+   fill ratio, hole and aspect of its bounding box, size and position from its extent and centroid).
+4. **Held-out evaluation set** (`eval/`, a `datasets.save_to_disk` folder, also usable with
+   `python -m modeling_mobileclip.evaluate --dataset <root>/eval`): one picture per (colour, shape, background, size),
+   144 images, with `label` (24 "colour shape" classes, a `ClassLabel`) and a human-style `caption` unique per image.
+
+The folder is keyed by :class:`ToySpec` and `TOY_VERSION`, built in a temporary folder and renamed into place, so a
+concurrent or interrupted build never leaves a half-written copy that looks complete.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -29,29 +40,42 @@ import random
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import torch
-import torch.nn.functional as F
 
-from .augment_replay import AugmentationSampler
+from .augment_replay import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, AugmentationSampler
 
-TOY_VERSION = 1
-IMAGE_SIZE = 96
+TOY_VERSION = 4
+IMAGE_SIZE = 64
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 215, 30),
            "purple": (140, 40, 170), "orange": (245, 140, 20)}
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "grey": (128, 128, 128)}
-SHAPES = ("circle", "square", "triangle")
-POSITIONS = {"top left": (0.3, 0.3), "top right": (0.7, 0.3), "bottom left": (0.3, 0.7), "bottom right": (0.7, 0.7),
-             "center": (0.5, 0.5)}
+SHAPES = ("circle", "ring", "triangle", "bar")
+SIZES = {"small": (12.0, 15.0), "large": (19.0, 23.0)}  # half-extent r in pixels (a bar is 2.5 r x 0.9 r)
+_BAR = (1.25, 0.45)  # a bar's half-width and half-height in units of r
+_SIZE_THRESHOLD = 17.0  # r between the two size ranges
 
-# Tiny model presets (the tests' tiny configs): "tiny" = MCi + Text-RepMixer, "tiny-vit" = ViT + transformer text.
+# A prompt ensemble over the attributes that are not the class (no full stop: no caption here has one).
+EVAL_TEMPLATES = ("a {}", "a small {}", "a large {}", "a {} on a white background", "a {} on a black background",
+                  "a {} on a grey background")
+_SYNTHETIC_TEMPLATES = (
+    "a {size} {colour} {shape} on a {background} background",
+    "a photo of a {colour} {shape} {where}",
+    "a {background} picture with a {size} {colour} {shape} {where}",
+    "{colour} {shape}, {size}, {where}, {background} background",
+)
+_TEACHER_TEMPLATES = ("{colour} {shape} on {background}", "a {size} {colour} {shape}", "a {colour} {shape} {where}")
+
+# Tiny MobileCLIP preset shared by the toy teachers and the training script's default student.
 _TINY_TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                  max_position_embeddings=32)
+                  max_position_embeddings=77)
 TINY_PRESETS = {
+    # MCi image tower (FastViT: RepMixer stages + one attention stage) + S0's Text-RepMixer hybrid text tower
     "tiny": dict(
         vision=dict(backbone="fastvit", image_size=64, layers=(1, 1, 1, 1), embed_dims=(8, 16, 32, 64),
                     mlp_ratios=(3.0,) * 4, token_mixers=("repmixer",) * 3 + ("attention",),
@@ -59,14 +83,7 @@ TINY_PRESETS = {
                     pos_embs=(False, False, False, True), norm="batchnorm", stem_use_scale_branch=True),
         text=dict(_TINY_TEXT, num_hidden_layers=4,
                   block_types=("repmixer", "transformer", "transformer", "repmixer"))),
-    "tiny-vit": dict(
-        vision=dict(backbone="vit", image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, stem="patch", layer_norm_eps=1e-5, pre_norm=True,
-                    projection_bias=True),
-        text=dict(_TINY_TEXT, num_hidden_layers=2)),
 }
-
-
 def tiny_model_config(preset: str, projection_dim: int = 32):
     """`MobileCLIPConfig` of a tiny preset (`TINY_PRESETS`)."""
     from modeling_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
@@ -78,18 +95,29 @@ def tiny_model_config(preset: str, projection_dim: int = 32):
                             vision_config=MobileCLIPVisionConfig(**spec["vision"]), projection_dim=projection_dim)
 
 
+def tiny_mobileclip(projection_dim: int = 32):
+    """A randomly initialised tiny MobileCLIP and its processor (OpenAI mean/std, 64 px, bicubic)."""
+    from modeling_mobileclip import MobileCLIPImageProcessor, MobileCLIPModel, MobileCLIPProcessor, MobileCLIPTokenizer
+
+    image_processor = MobileCLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=PIL.Image.Resampling.BICUBIC, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+    model = MobileCLIPModel(tiny_model_config("tiny", projection_dim))
+    return model, MobileCLIPProcessor(image_processor, MobileCLIPTokenizer.from_bpe_file())
+
+
 @dataclasses.dataclass(frozen=True)
 class ToySpec:
-    """Everything that determines the toy dataset's bytes (hashed into its cache key)."""
+    """Everything that determines the toy dataset (hashed into its cache key)."""
 
-    num_train: int = 512
-    num_validation: int = 128
+    num_train: int = 1024
     samples_per_shard: int = 256
     num_augmentations: int = 4
     num_synthetic: int = 2
+    teacher_images: int = 2048
     teacher_steps: int = 300
     teacher_batch_size: int = 64
-    teacher_dims: tuple[int, ...] = (32, 24)
+    teacher_lr: float = 2e-3
     seed: int = 0
 
     def key(self) -> str:
@@ -102,91 +130,220 @@ def default_cache_root() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Rendering and captions
+# Scenes: what is drawn, how it is drawn, and what the alt-text says about it
 
 
-def _draw_shape(draw: PIL.ImageDraw.ImageDraw, shape: str, centre: tuple[float, float], radius: float, fill) -> None:
-    x, y = centre
-    if shape == "circle":
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill)
-    elif shape == "square":
-        draw.rectangle([x - radius, y - radius, x + radius, y + radius], fill=fill)
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    colour: str
+    shape: str
+    background: str
+    size: str
+    centre: tuple[float, float]
+    radius: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+
+def _half_extent(shape: str, radius: float) -> tuple[float, float]:
+    return (_BAR[0] * radius, _BAR[1] * radius) if shape == "bar" else (radius, radius)
+
+
+def random_scene(rng: random.Random, colour=None, shape=None, background=None, size=None) -> Scene:
+    """A scene with the given attributes (random where None) at a random position that keeps the shape inside."""
+    colour = colour or rng.choice(sorted(COLOURS))
+    shape = shape or rng.choice(SHAPES)
+    background = background or rng.choice(sorted(BACKGROUNDS))
+    size = size or rng.choice(sorted(SIZES))
+    radius = rng.uniform(*SIZES[size])
+    half_w, half_h = _half_extent(shape, radius)
+    centre = (rng.uniform(half_w + 2, IMAGE_SIZE - half_w - 2), rng.uniform(half_h + 2, IMAGE_SIZE - half_h - 2))
+    return Scene(colour, shape, background, size, centre, radius)
+
+
+def render(scene: Scene) -> PIL.Image.Image:
+    img = PIL.Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[scene.background])
+    draw, (x, y), r, fill = PIL.ImageDraw.Draw(img), scene.centre, scene.radius, COLOURS[scene.colour]
+    if scene.shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+    elif scene.shape == "ring":
+        draw.ellipse([x - r, y - r, x + r, y + r], outline=fill, width=max(3, round(0.4 * r)))
+    elif scene.shape == "triangle":
+        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
     else:
-        draw.polygon([(x, y - radius), (x - radius, y + radius), (x + radius, y + radius)], fill=fill)
+        half_w, half_h = _half_extent("bar", r)
+        draw.rectangle([x - half_w, y - half_h, x + half_w, y + half_h], fill=fill)
+    return img
 
 
-def render_sample(rng: random.Random) -> dict:
-    """One picture with its attributes, GT alt-text and synthetic captions (uses only `rng`)."""
-    colour, shape = rng.choice(sorted(COLOURS)), rng.choice(SHAPES)
-    position, background = rng.choice(sorted(POSITIONS)), rng.choice(sorted(BACKGROUNDS))
-    img = PIL.Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[background])
-    fx, fy = POSITIONS[position]
-    jitter = [rng.uniform(-4, 4) for _ in range(2)]
-    _draw_shape(PIL.ImageDraw.Draw(img), shape, (fx * IMAGE_SIZE + jitter[0], fy * IMAGE_SIZE + jitter[1]),
-                rng.uniform(11, 17), COLOURS[colour])
+def jpeg_bytes(img: PIL.Image.Image) -> bytes:
     buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=90)
-    noisy = [f"IMG_{rng.randrange(10000):04d}.jpg", f"{colour} thing", f"my {shape}", f"{colour} {shape} for sale",
-             f"photo {rng.randrange(1000)}"]
-    synthetic = [f"a {colour} {shape} in the {position} of a {background} picture",
-                 f"{position}: a {colour} {shape} on {background}",
-                 f"a picture with a {background} background and a {colour} {shape} at the {position}"]
-    return {"jpg": buffer.getvalue(), "txt": rng.choice(noisy), "syn_text": synthetic}
+    img.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def alt_text(scene: Scene, rng: random.Random) -> str:
+    """Web alt-text: often uninformative, often partial, sometimes wrong (10 % name another colour)."""
+    colour = scene.colour if rng.random() > 0.1 else rng.choice(sorted(set(COLOURS) - {scene.colour}))
+    kind = rng.random()
+    if kind < 0.35:
+        return rng.choice([f"IMG_{rng.randrange(10000):04d}.jpg", f"DSC{rng.randrange(10000):04d}", "untitled",
+                           f"photo {rng.randrange(1000)}", "image", "free shipping", "click to enlarge"])
+    if kind < 0.8:
+        return rng.choice([f"{colour} thing", f"my {scene.shape}", scene.shape, colour,
+                           f"{scene.shape} on {scene.background}"])
+    return rng.choice([f"{colour} {scene.shape} for sale", f"nice {colour} {scene.shape}"])
+
+
+def position(centre: tuple[float, float]) -> str:
+    """Where a point lies: "top left", "top", ..., "center" (thirds of the picture, by 0.4 / 0.6)."""
+    x, y = centre[0] / IMAGE_SIZE, centre[1] / IMAGE_SIZE
+    vertical = "top" if y < 0.4 else "bottom" if y > 0.6 else ""
+    horizontal = "left" if x < 0.4 else "right" if x > 0.6 else ""
+    return " ".join(p for p in (vertical, horizontal) if p) or "center"
+
+
+def _where(position: str) -> str:
+    return "in the center" if position == "center" else (
+        f"in the {position} corner" if " " in position else f"on the {position}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The captioner
+
+
+def _nearest(palette: dict, rgb: np.ndarray) -> str:
+    return min(palette, key=lambda name: float(np.abs(np.asarray(palette[name]) - rgb).sum()))
+
+
+def measure(img: PIL.Image.Image) -> dict:
+    """The scene's attributes as read from the pixels (what :class:`ProceduralCaptioner` describes)."""
+    pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background_rgb = np.median(border, axis=0)
+    distance = np.abs(pixels - background_rgb).sum(axis=-1)
+    attributes = {"background": _nearest(BACKGROUNDS, background_rgb)}
+    if (distance > 90).sum() < 4:
+        return attributes
+    # Second pass at half the object/background contrast: JPEG blurs edges (most for chroma, e.g. purple on grey).
+    object_rgb = np.median(pixels[distance > 90], axis=0)
+    mask = distance > np.abs(object_rgb - background_rgb).sum() / 2
+    ys, xs = np.nonzero(mask)
+    height, width = np.ptp(ys) + 1, np.ptp(xs) + 1
+    fill, aspect = mask.sum() / (height * width), max(width, height) / min(width, height)
+    hole = not mask[(ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2]
+    shape = "bar" if aspect >= 2 else "ring" if hole else "circle" if fill > 0.65 else "triangle"
+    half = max(width, height) / 2 / (_BAR[0] if shape == "bar" else 1.0)
+    return dict(attributes, colour=_nearest(COLOURS, object_rgb), shape=shape,
+                size="small" if half < _SIZE_THRESHOLD else "large", position=position((xs.mean(), ys.mean())))
+
+
+class ProceduralCaptioner:
+    """A deterministic captioner for the toy pictures (the `captioners.CaptionModel` interface of `reinforce`).
+
+    It measures each picture (:func:`measure`) and writes caption c with the template chosen by `seeds[i][c]`, so
+    the captions depend only on the picture and the seed, as the reinforcement tool requires.
+    """
+
+    name = f"mobileclip-hf-toy-captioner-v{TOY_VERSION}"
+
+    def caption(self, images, seeds) -> list[list[str]]:
+        captions = []
+        for img, image_seeds in zip(images, seeds):
+            found = measure(img)
+            if "shape" not in found:
+                captions.append([f"an empty {found['background']} picture"] * len(image_seeds))
+                continue
+            fields = dict(found, where=_where(found["position"]))
+            captions.append([random.Random(seed).choice(_SYNTHETIC_TEMPLATES).format(**fields)
+                             for seed in image_seeds])
+        return captions
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Teachers
 
 
-def _tokenize(tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
-    tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-    return tokens["input_ids"].masked_fill(tokens["attention_mask"] == 0, 0)
+def _teacher_caption(scene: Scene, rng: random.Random) -> str:
+    return rng.choice(_TEACHER_TEMPLATES).format(colour=scene.colour, shape=scene.shape, background=scene.background,
+                                                 size=scene.size, where=_where(position(scene.centre)))
 
 
-def _teacher_views(samples: list[dict], sampler: AugmentationSampler, rng: random.Random) -> list[torch.Tensor]:
-    return [sampler.apply(s["jpg"], sampler.sample(rng, (IMAGE_SIZE, IMAGE_SIZE))) for s in samples]
+def train_teacher(model, processor, images: list, captions: list[str], groups: list[list[int]], spec: ToySpec,
+                  seed: int):
+    """Plain CLIP training (this project's loss, optimizer and schedule) on (augmented view, clean caption) pairs.
 
+    A batch is made of `groups`: pictures that differ only in their shape (same colour, background and size), so
+    telling shapes apart is needed to match captions. In random batches a pair that only the shape separates is
+    rare (1 in 36), and a short training learns colour, background and size but hardly any shape.
 
-def train_teacher(samples: list[dict], tokenizer, projection_dim: int, spec: ToySpec, seed: int):
-    """A tiny ViT MobileCLIP trained with plain CLIP loss on (augmented view, first synthetic caption) pairs."""
-    from modeling_mobileclip import MobileCLIPModel
-    from modeling_mobileclip.losses import clip_loss
+    The views are drawn with the reinforcement's augmentation sampler (RandomResizedCrop + RandAugment) at the
+    teacher's resolution, so the teacher embeds augmented views as well as it will have to in `reinforce`.
+    """
+    from modeling_mobileclip.losses import clip_loss, total_loss
+    from modeling_mobileclip.optim import build_optimizer, warmup_cosine_schedule
 
-    torch.manual_seed(seed)
-    config = tiny_model_config("tiny-vit", projection_dim)
-    model = MobileCLIPModel(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    sampler = AugmentationSampler(size=config.vision_config.image_size)
+    ip = processor.image_processor
+    sampler = AugmentationSampler(size=ip.crop_size["height"], mean=tuple(ip.image_mean), std=tuple(ip.image_std))
+    context = model.config.text_config.max_position_embeddings
+    optimizer = build_optimizer(model, type(model).__name__, lr=spec.teacher_lr, weight_decay=0.1)
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps=spec.teacher_steps // 10, total_steps=spec.teacher_steps)
     rng = random.Random(seed)
-    ctx = config.text_config.max_position_embeddings
+    model.train()
     for _ in range(spec.teacher_steps):
-        batch = rng.sample(samples, min(spec.teacher_batch_size, len(samples)))
-        pixels = torch.stack(_teacher_views(batch, sampler, rng))
-        out = model(input_ids=_tokenize(tokenizer, [rng.choice(s["syn_text"]) for s in batch], ctx),
-                    pixel_values=pixels)
-        loss = sum(clip_loss(out.image_embeds, out.text_embeds, out.logit_scale, rank=0, world_size=1).values())
+        batch = [i for group in rng.sample(groups, spec.teacher_batch_size // len(SHAPES)) for i in group]
+        pixels = torch.stack([sampler.apply(images[i], sampler.sample(rng, images[i].size)) for i in batch])
+        ids = processor(text=[captions[i] for i in batch], padding="max_length", truncation=True, max_length=context,
+                        return_tensors="pt")["input_ids"]
+        out = model(input_ids=ids, pixel_values=pixels)
+        scale = model.logit_scale.exp().clamp(max=100)
+        loss = total_loss(clip_loss(out.image_embeds, out.text_embeds, scale, rank=0, world_size=1))
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-    return model.eval(), sampler
+        scheduler.step()
+    return model.eval()
 
 
-@torch.no_grad()
-def embed_sample(teachers: list, tokenizer, sample: dict, entries: list) -> tuple[np.ndarray, np.ndarray]:
-    """`image_emb` [n_aug, D] and `text_emb` [1 + n_syn, D], each teacher's slice L2-normalised, concatenated."""
-    image_parts, text_parts = [], []
-    texts = [sample["txt"]] + sample["syn_text"]
-    for model, sampler in teachers:
-        pixels = torch.stack([sampler.apply(sample["jpg"], e) for e in entries])
-        ctx = model.config.text_config.max_position_embeddings
-        image_parts.append(F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1))
-        text_parts.append(F.normalize(model.get_text_features(input_ids=_tokenize(tokenizer, texts, ctx))
-                                      .pooler_output, dim=-1))
-    return torch.cat(image_parts, 1).numpy().astype(np.float32), torch.cat(text_parts, 1).numpy().astype(np.float32)
+def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log) -> list:
+    from modeling_mobileclip.zeroshot import zeroshot_accuracy
+
+    from .teachers import teacher_from_transformers
+
+    rng = random.Random(f"{spec.seed}:teacher-data")
+    scenes, groups = [], []
+    for _ in range(spec.teacher_images // len(SHAPES)):
+        colour, background = rng.choice(sorted(COLOURS)), rng.choice(sorted(BACKGROUNDS))
+        size = rng.choice(sorted(SIZES))
+        groups.append(list(range(len(scenes), len(scenes) + len(SHAPES))))
+        scenes += [random_scene(rng, colour, shape, background, size) for shape in SHAPES]
+    images, captions = [render(s) for s in scenes], [_teacher_caption(s, rng) for s in scenes]
+    classnames = eval_ds.features["label"].names
+    teachers = []
+    for k, width in enumerate((32, 24)):
+        name = f"mci-{width}d"
+        torch.manual_seed(spec.seed * 100 + k)
+        model, processor = tiny_mobileclip(width)
+        start = time.perf_counter()
+        train_teacher(model, processor, images, captions, groups, spec, seed=spec.seed * 100 + k)
+        accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, list(EVAL_TEMPLATES))["acc1"]
+        model.save_pretrained(folder / name)
+        processor.save_pretrained(folder / name)
+        scale = round(float(model.logit_scale.detach().exp().clamp(max=100)), 2)
+        log(f"  teacher {name} ({width}-d): {spec.teacher_steps} steps in {time.perf_counter() - start:.0f} s, "
+            f"held-out zero-shot acc1 {accuracy:.3f}, logit scale {scale}")
+        teachers.append(dict(name=f"toy-teacher-{name}", model=model, processor=processor, width=width,
+                             logit_scale=scale, zeroshot_acc1=accuracy))
+    for t in teachers:
+        t["teacher"] = teacher_from_transformers(t.pop("model"), t.pop("processor"), t["name"])
+    return teachers
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Shards
+# Files
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -195,77 +352,104 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_shard(path: Path, records: list[dict]) -> None:
-    """One webdataset tar in the DataCompDR sample layout (`jpg`, `txt`, `json`, `syn.json`, `paug.json`, `npz`)."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for r in records:
-            uid = r["uid"]
-            npz = io.BytesIO()
-            np.savez(npz, image_emb=r["image_emb"], text_emb=r["text_emb"])
-            meta = {"uid": uid, "sha256": hashlib.sha256(r["jpg"]).hexdigest(),
-                    "original_width": IMAGE_SIZE, "original_height": IMAGE_SIZE}
-            for field, data in (("jpg", r["jpg"]), ("txt", r["txt"].encode()), ("json", json.dumps(meta).encode()),
-                                ("syn.json", json.dumps({"syn_text": r["syn_text"]}).encode()),
-                                ("paug.json", json.dumps({"param_aug": r["param_aug"]}).encode()),
-                                ("npz", npz.getvalue())):
-                _add_member(tar, f"{uid}.{field}", data)
+def write_web_shards(folder: Path, spec: ToySpec) -> int:
+    """The "web data" to reinforce: webdataset tars of `{uid}.jpg`, `{uid}.txt` (alt-text), `{uid}.json`."""
+    folder.mkdir(parents=True)
+    rng = random.Random(f"{spec.seed}:web")
+    for shard, start in enumerate(range(0, spec.num_train, spec.samples_per_shard)):
+        with tarfile.open(folder / f"{shard:05d}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+            for index in range(start, min(start + spec.samples_per_shard, spec.num_train)):
+                scene = random_scene(rng)
+                uid = hashlib.md5(f"toy-{spec.seed}-{index}".encode()).hexdigest()
+                _add_member(tar, f"{uid}.jpg", jpeg_bytes(render(scene)))
+                _add_member(tar, f"{uid}.txt", alt_text(scene, rng).encode())
+                _add_member(tar, f"{uid}.json", json.dumps({"uid": uid}).encode())
+    return spec.num_train
 
 
-def _records(samples: list[dict], teachers: list, tokenizer, spec: ToySpec, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    sampler = teachers[0][1]
-    records = []
-    for index, sample in enumerate(samples):
-        sample = dict(sample, syn_text=sample["syn_text"][:spec.num_synthetic])
-        entries = [sampler.sample(rng, (IMAGE_SIZE, IMAGE_SIZE)) for _ in range(spec.num_augmentations)]
-        image_emb, text_emb = embed_sample(teachers, tokenizer, sample, entries)
-        uid = hashlib.md5(f"toy-{spec.seed}-{seed}-{index}".encode()).hexdigest()
-        records.append(dict(sample, uid=uid, param_aug=entries, image_emb=image_emb, text_emb=text_emb))
-    return records
+def build_eval_set(folder: Path, seed: int):
+    """One picture per (colour, shape, background, size) with its class label and a human-style caption."""
+    import datasets
+
+    rng = random.Random(f"{seed}:eval")
+    classnames = [f"{c} {s}" for c in sorted(COLOURS) for s in SHAPES]
+    rows = {"image": [], "label": [], "caption": []}
+    for colour in sorted(COLOURS):
+        for shape in SHAPES:
+            for background in sorted(BACKGROUNDS):
+                for size in sorted(SIZES):
+                    scene = random_scene(rng, colour, shape, background, size)
+                    rows["image"].append(PIL.Image.open(io.BytesIO(jpeg_bytes(render(scene)))))
+                    rows["label"].append(classnames.index(scene.label))
+                    rows["caption"].append(f"there is one {size} {colour} {shape} against {background}")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classnames),
+                                  "caption": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict(rows, features=features)
+    ds.save_to_disk(str(folder))
+    return datasets.load_from_disk(str(folder))
 
 
-def _write_split(root: Path, split: str, records: list[dict], per_shard: int) -> None:
-    (root / split).mkdir(parents=True)
-    for shard, start in enumerate(range(0, len(records), per_shard)):
-        write_shard(root / split / f"{shard:05d}.tar", records[start:start + per_shard])
+@contextlib.contextmanager
+def _one_thread():
+    # The models are tiny: thread start-up and synchronisation cost more than the maths (and far more on a shared CPU).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
-def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLike | None = None,
-                         log=print) -> Path:
-    """Build (once) and return the folder holding `train/*.tar`, `validation/*.tar` and `config.json`."""
-    from modeling_mobileclip import MobileCLIPTokenizer
+def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLike | None = None, log=print) -> Path:
+    """Build (once) and return the folder with `train/*.tar` (+ `config.json`), `eval/`, `teachers/`, `toy.json`."""
+    from .reinforce import reinforce
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     target = root / spec.key()
-    if (target / "config.json").is_file():
+    if (target / "toy.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    log(f"Building the toy DataCompDR dataset in {target} (one-time; trains {len(spec.teacher_dims)} tiny teachers)")
-    rng = random.Random(spec.seed)
-    samples = [render_sample(rng) for _ in range(spec.num_train + spec.num_validation)]
-    tokenizer = MobileCLIPTokenizer.from_bpe_file()
-    with torch.random.fork_rng():
-        teachers = [train_teacher(samples[:spec.num_train], tokenizer, dim, spec, seed=spec.seed * 1000 + k)
-                    for k, dim in enumerate(spec.teacher_dims)]
-    config = {
-        "teachers": [{"model": f"toy-teacher-{k}", "pretrained": spec.key(), "embedding_dim": dim,
-                      "logit_scale": round(float(model.logit_scale.detach().exp().clamp(max=100)), 2)}
-                     for k, (dim, (model, _)) in enumerate(zip(spec.teacher_dims, teachers))],
-        "num_augmentations": spec.num_augmentations, "augmentation": teachers[0][1].to_config(), "seed": spec.seed,
-        "layout": "v1", "embedding_format": "npz", "syn_text_key_regex": "^syn_text$",
-        "embedding_source_dtype": "float32",
-    }
+    log(f"Building the toy DataCompDR dataset in {target} (one-time)")
+    start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     try:
-        _write_split(tmp, "train", _records(samples[:spec.num_train], teachers, tokenizer, spec, 1), spec.samples_per_shard)
-        _write_split(tmp, "validation", _records(samples[spec.num_train:], teachers, tokenizer, spec, 2),
-                     spec.samples_per_shard)
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        with torch.random.fork_rng(), _one_thread():
+            eval_ds = build_eval_set(tmp / "eval", spec.seed)
+            teachers = _train_teachers(spec, eval_ds, tmp / "teachers", log)
+            write_web_shards(tmp / "web", spec)
+            summary = reinforce(
+                str(tmp / "web"), output=str(tmp / "train"), teachers=[t["teacher"] for t in teachers],
+                captioner=ProceduralCaptioner(), num_captions=spec.num_synthetic,
+                num_augmentations=spec.num_augmentations, crop_size=IMAGE_SIZE, seed=spec.seed,
+                teacher_logit_scales=[t["logit_scale"] for t in teachers], license="apache-2.0", device="cpu",
+                progress=False, batch_size=64)
+        shutil.rmtree(tmp / "web")
+        record = {"spec": dataclasses.asdict(spec), "version": TOY_VERSION, "num_train": summary["total_uids"],
+                  "num_eval": len(eval_ds), "eval_classnames": eval_ds.features["label"].names,
+                  "eval_templates": list(EVAL_TEMPLATES), "build_seconds": round(time.perf_counter() - start, 1),
+                  "teachers": [{k: t[k] for k in ("name", "width", "logit_scale", "zeroshot_acc1")} for t in teachers]}
+        (tmp / "toy.json").write_text(json.dumps(record, indent=1))
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: keep its copy
-            if not (target / "config.json").is_file():
+            if not (target / "toy.json").is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    log(f"Built the toy DataCompDR dataset in {time.perf_counter() - start:.0f} s: {target}")
     return target
+
+
+def main(argv=None) -> Path:
+    p = argparse.ArgumentParser(description="Build the toy DataCompDR dataset (train_accelerate.py's default).")
+    p.add_argument("--cache-dir", default=None, help="default ~/.cache/mobileclip_hf")
+    for field in dataclasses.fields(ToySpec):
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    args = vars(p.parse_args(argv))
+    root = build_toy_datacompdr(ToySpec(**{k: v for k, v in args.items() if k != "cache_dir"}), args["cache_dir"])
+    print(root)
+    return root
+
+
+if __name__ == "__main__":
+    main()

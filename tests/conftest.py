@@ -64,8 +64,29 @@ def randomize_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modu
     return model
 
 
+@torch.no_grad()
+def fan_in_init(model: torch.nn.Module) -> torch.nn.Module:
+    """PyTorch's fan-in-scaled init for every conv and linear layer. With transformers' N(0, 0.02) init a tiny MCi
+    tower's output varies with the image only at ~1e-11, so all images embed alike (ties in every ranking)."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            module.reset_parameters()
+    return model
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from modeling_mobileclip import MobileCLIPTokenizer
 
     return MobileCLIPTokenizer.from_bpe_file()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a small shared CPU the threads wait on each other.
+
+    Use it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

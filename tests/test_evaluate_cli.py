@@ -1,8 +1,9 @@
-"""`python -m modeling_mobileclip.evaluate` and `modeling_mobileclip.zeroshot` on a tiny random CLIPModel.
+"""`python -m modeling_mobileclip.evaluate` and `modeling_mobileclip.zeroshot` on tiny random models.
 
-MobileCLIPModel follows CLIPModel's API (`get_image_features` / `get_text_features` / `logit_scale`), so a
-transformers CLIPModel with a real CLIP tokenizer (built offline from open_clip's BPE file) stands in for it.
-Every metric the CLI reports is recomputed here without `modeling_mobileclip.zeroshot`.
+The CLI works on any model with the CLIPModel API (`get_image_features` / `get_text_features` / `logit_scale`): the
+row tests run on a tiny MobileCLIP-S0-family model with its MobileCLIPProcessor and on a transformers CLIPModel with
+a real CLIP tokenizer (built offline from open_clip's BPE file); the other tests use the CLIPModel. Every metric the
+CLI reports is recomputed here without `modeling_mobileclip.zeroshot`.
 """
 
 import gzip
@@ -18,8 +19,11 @@ import pytest
 import torch
 from open_clip.tokenizer import bytes_to_unicode, default_bpe
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+from conftest import fan_in_init, randomize_statistics, tiny_config
+from transformers import (AutoModel, AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
+                          CLIPTokenizer)
 
+from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.evaluate import main, resolve_classnames
 from modeling_mobileclip.zeroshot import encode_images, load_classnames, load_templates, zeroshot_classifier
 
@@ -62,6 +66,24 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_mobileclip(tmp_path_factory, tokenizer) -> Path:
+    """A tiny MobileCLIP-S0-family model (MCi tower, Text-RepMixer tower), un-fused, with its processor."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_mobileclip")
+    randomize_statistics(fan_in_init(MobileCLIPModel(tiny_config("mci-s0text")))).save_pretrained(path)
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
+    processor.image_processor.size = {"shortest_edge": 64}
+    processor.image_processor.crop_size = {"height": 64, "width": 64}
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(params=["tiny_mobileclip", "tiny_clip"])
+def any_model(request) -> Path:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
 def model_without_processor(tiny_clip, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("no_processor")
     CLIPModel.from_pretrained(tiny_clip).save_pretrained(path)
@@ -69,9 +91,12 @@ def model_without_processor(tiny_clip, tmp_path_factory) -> Path:
 
 
 def _random_image(rng: np.random.Generator, mode: str = "RGB") -> Image.Image:
+    # A colour and a brightness ramp of its own: pure noise images all pool to the same MCi features.
     height, width = rng.integers(36, 60, size=2)
-    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    return image.convert(mode)
+    ramp = np.linspace(0, 1, width)[None, :, None] * rng.uniform(-80, 80, size=3)
+    noise = rng.normal(0, 20, (height, width, 3))
+    pixels = np.clip(rng.uniform(40, 215, size=3) + ramp + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels).convert(mode)
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +178,10 @@ def brute_force_recall(similarity: np.ndarray, text_to_image: np.ndarray, k: int
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_zeroshot_row_format_and_values_match_direct_computation(tiny_clip, image_folder, templates_file, tmp_path):
+def test_zeroshot_row_format_and_values_match_direct_computation(any_model, image_folder, templates_file, tmp_path):
     output = tmp_path / "results" / "results.jsonl"
     row = run(
-        "--model", tiny_clip, "--task", "zeroshot-classification", "--dataset", image_folder,
+        "--model", any_model, "--task", "zeroshot-classification", "--dataset", image_folder,
         "--templates", templates_file, "--output", output, "--key", "toy3", "--dataset-name", "Toy 3",
         tmp_path=tmp_path,
     )  # fmt: skip
@@ -168,8 +193,8 @@ def test_zeroshot_row_format_and_values_match_direct_computation(tiny_clip, imag
     assert row["metrics"]["main_metric"] == row["metrics"]["acc1"]
     assert [json.loads(line) for line in output.read_text().splitlines()] == [row]
 
-    model = CLIPModel.from_pretrained(tiny_clip).eval()
-    processor = CLIPProcessor.from_pretrained(tiny_clip)
+    model = AutoModel.from_pretrained(any_model).eval()
+    processor = AutoProcessor.from_pretrained(any_model)
     classnames = [c.replace("_", " ") for c in CLASSES]
     classifier = direct_classifier(model, processor, classnames, TEMPLATES)
     files = sorted(image_folder.glob("*/*.png"))
@@ -183,16 +208,16 @@ def test_zeroshot_row_format_and_values_match_direct_computation(tiny_clip, imag
     assert row["metrics"]["mean_per_class_recall"] == pytest.approx(per_class, abs=1e-12)
 
     # A second run appends a second row (one file collects many datasets).
-    run("--model", tiny_clip, "--task", "zeroshot-classification", "--dataset", image_folder,
+    run("--model", any_model, "--task", "zeroshot-classification", "--dataset", image_folder,
         "--templates", templates_file, "--output", output, tmp_path=tmp_path)  # fmt: skip
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["key"] for r in rows] == ["toy3", image_folder.name]
     assert rows[1]["metrics"] == row["metrics"]
 
 
-def test_zeroshot_default_templates_bf16_limit_and_main_metric(tiny_clip, image_folder, tmp_path):
+def test_zeroshot_default_templates_bf16_limit_and_main_metric(tiny_mobileclip, image_folder, tmp_path):
     row = run(
-        "--model", tiny_clip, "--task", "zeroshot-classification", "--dataset", image_folder, "--dtype", "bf16",
+        "--model", tiny_mobileclip, "--task", "zeroshot-classification", "--dataset", image_folder, "--dtype", "bf16",
         "--limit", "4", "--batch-size", "32", "--main-metric", "mean_per_class_recall", tmp_path=tmp_path,
     )  # fmt: skip
     acc1 = row["metrics"]["acc1"]
@@ -259,8 +284,8 @@ def test_classnames_from_class_label():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_retrieval_row_matches_brute_force_recall(tiny_clip, caption_folder, tmp_path):
-    row = run("--model", tiny_clip, "--task", "retrieval", "--dataset", caption_folder, "--batch-size", "3",
+def test_retrieval_row_matches_brute_force_recall(any_model, caption_folder, tmp_path):
+    row = run("--model", any_model, "--task", "retrieval", "--dataset", caption_folder, "--batch-size", "3",
               tmp_path=tmp_path)  # fmt: skip
     metrics = row["metrics"]
     assert list(metrics)[:7] == [
@@ -270,8 +295,8 @@ def test_retrieval_row_matches_brute_force_recall(tiny_clip, caption_folder, tmp
     assert metrics["main_metric"] == metrics["mean_recall@1"]
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
 
-    model = CLIPModel.from_pretrained(tiny_clip).eval()
-    processor = CLIPProcessor.from_pretrained(tiny_clip)
+    model = AutoModel.from_pretrained(any_model).eval()
+    processor = AutoProcessor.from_pretrained(any_model)
     images = [Image.open(caption_folder / f"{i}.png") for i in range(len(CAPTIONS))]
     texts = [c for captions in CAPTIONS for c in captions]
     text_to_image = np.array([i for i, captions in enumerate(CAPTIONS) for _ in captions])

@@ -1,37 +1,88 @@
-"""ONNX export: two fused encoders with a dynamic batch, equal to PyTorch in onnxruntime."""
+"""Export: two fused encoders with a dynamic batch, equal to PyTorch in onnxruntime; CoreML conversion; bad input."""
 
 import json
 
 import numpy as np
 import onnxruntime
+import pytest
 import torch
-from conftest import randomize_statistics, tiny_config
+from conftest import fan_in_init, randomize_statistics, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.export import main as export_main
 
 
-def test_export_fuses_and_matches_pytorch(tmp_path, tokenizer, capsys):
+@pytest.fixture(scope="module")
+def unfused_s0_dir(tmp_path_factory, tokenizer):
+    """A tiny MobileCLIP-S0-family model saved un-fused (as converted train-time checkpoints are) with its processor."""
     torch.manual_seed(0)
-    model = randomize_statistics(MobileCLIPModel(tiny_config("mci-s0text"))).eval()
-    model.save_pretrained(tmp_path / "model")
+    model = randomize_statistics(fan_in_init(MobileCLIPModel(tiny_config("mci-s0text")))).eval()
+    path = tmp_path_factory.mktemp("s0")
+    model.save_pretrained(path)
     processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
-    processor.image_processor.size, processor.image_processor.crop_size = {"shortest_edge": 64}, {"height": 64,
-                                                                                                  "width": 64}
-    processor.save_pretrained(tmp_path / "model")
+    processor.image_processor.size = {"shortest_edge": 64}
+    processor.image_processor.crop_size = {"height": 64, "width": 64}
+    processor.save_pretrained(path)
+    return path
 
-    summary = export_main(["--model", str(tmp_path / "model"), "--output", str(tmp_path / "onnx")])
-    assert "is not fused: fusing it first" in capsys.readouterr().out
+
+def test_onnx_export_fuses_and_matches_the_unfused_pytorch_model(unfused_s0_dir, tmp_path, capsys):
+    summary = export_main(["--model", str(unfused_s0_dir), "--format", "onnx", "--output", str(tmp_path / "onnx")])
+    assert "is not fused: fusing it first" in capsys.readouterr().err
     assert summary["max_abs_diff_vs_pytorch"]["image"] <= 1e-4
     assert summary["max_abs_diff_vs_pytorch"]["text"] <= 1e-4
-    assert json.loads((tmp_path / "onnx" / "export_config.json").read_text())["image_size"] == 64
-    assert (tmp_path / "onnx" / "processor_config.json").exists()
+    written = json.loads((tmp_path / "onnx" / "export_config.json").read_text())
+    assert written == summary and written["image_size"] == 64 and written["context_length"] == 77
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # the staging folder is gone
+    processor = MobileCLIPProcessor.from_pretrained(tmp_path / "onnx")  # saved next to the encoders
 
-    # Independent check against the un-fused PyTorch model, batch of 5 through the dynamic axis.
-    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "text_encoder.onnx"))
-    inputs = processor(text=["a cat", "two dogs on a sofa", "x", "a photo of a car", "red"], return_tensors="np")
-    got = session.run(None, {"input_ids": inputs["input_ids"].astype(np.int64)})[0]
+    # Independent check through the processor against the un-fused PyTorch model, batch of 5 (dynamic axis).
+    model = MobileCLIPModel.from_pretrained(unfused_s0_dir).eval()
+    texts = ["a cat", "two dogs on a sofa", "x", "a photo of a car", "red"]
+    inputs = processor(text=texts, images=[np.uint8(np.random.default_rng(i).integers(0, 256, (80, 70, 3)))
+                                           for i in range(5)], return_tensors="np")
     with torch.no_grad():
-        expected = model(input_ids=torch.from_numpy(inputs["input_ids"]), pixel_values=torch.rand(1, 3, 64, 64))
-    assert got.shape == (5, 24)
-    assert np.abs(got - expected.text_embeds.numpy()).max() <= 1e-4
+        expected = model(input_ids=torch.from_numpy(inputs["input_ids"]),
+                         pixel_values=torch.from_numpy(inputs["pixel_values"]))
+    for kind, name in (("text", "input_ids"), ("image", "pixel_values")):
+        session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / f"{kind}_encoder.onnx"))
+        got = session.run(None, {name: inputs[name].astype(np.int64 if kind == "text" else np.float32)})[0]
+        assert got.shape == (5, 24)
+        assert np.abs(got - getattr(expected, f"{kind}_embeds").numpy()).max() <= 1e-4
+        assert np.abs(got[1:] - got[0]).max() > 1e-3  # the embeddings depend on the input: the check means something
+
+
+def test_onnx_export_of_a_causal_vit_model_matches(tmp_path):
+    """The MobileCLIP-B family (ViT image tower with conv stem, causal text tower), already fused."""
+    torch.manual_seed(1)
+    model = randomize_statistics(fan_in_init(MobileCLIPModel(tiny_config("vit-convstem"))))
+    model.eval().reparameterize().save_pretrained(tmp_path / "model")
+    summary = export_main(["--model", str(tmp_path / "model"), "--output", str(tmp_path / "onnx")])
+    assert max(summary["max_abs_diff_vs_pytorch"].values()) <= 1e-4
+
+
+def test_coreml_conversion_runs_with_a_dynamic_batch(unfused_s0_dir, tmp_path):
+    ct = pytest.importorskip("coremltools")
+    summary = export_main(["--model", str(unfused_s0_dir), "--format", "coreml", "--output", str(tmp_path / "cml"),
+                           "--max-batch", "8"])
+    assert summary["image_encoder"] == "image_encoder.mlpackage" and summary["max_batch"] == 8
+    for kind, name, dtype, shape in (("image", "pixel_values", "FLOAT32", [3, 64, 64]),
+                                     ("text", "input_ids", "INT32", [77])):
+        spec = ct.utils.load_spec(str(tmp_path / "cml" / f"{kind}_encoder.mlpackage"))
+        (array,) = [i.type.multiArrayType for i in spec.description.input if i.name == name]
+        assert ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType) == dtype
+        ranges = [(r.lowerBound, r.upperBound) for r in array.shapeRange.sizeRanges]
+        assert ranges == [(1, 8)] + [(n, n) for n in shape]
+        assert [o.name for o in spec.description.output] == [f"{kind}_embeds"]
+        assert spec.WhichOneof("Type") == "mlProgram"
+    if "max_abs_diff_vs_pytorch" in summary:  # macOS: the runtime exists and parity was checked
+        assert max(summary["max_abs_diff_vs_pytorch"].values()) <= 1e-4
+
+
+def test_export_bad_input_names_the_fix(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"--model '.*empty' has no config.json; pass a directory written by"):
+        export_main(["--model", str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--output '.*file' is a file; pass a directory"):
+        export_main(["--model", str(tmp_path / "empty"), "--output", str(tmp_path / "file")])

@@ -32,6 +32,7 @@ from modeling_mobileclip.optim import (
 )
 
 TESTS_DIR = Path(__file__).resolve().parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DIMS = [12, 20]  # two teachers of different widths, so a wrong split cannot pass by symmetry
 TAUS = [70.0, 60.0]  # DFNDR's per-teacher scales
 
