@@ -145,6 +145,20 @@ def _apple_fastvit_rules(vision_config) -> list[KeyRule]:
     return rules
 
 
+def _apple_transformer_block(src: str, dst: str, norms: tuple[str, str], attention: str, out_proj: str
+                             ) -> list[KeyRule]:
+    """An ml-cvnets pre-norm transformer block (image ViT and text tower alike); only the target names differ. Its qkv
+    rows are q, k, v with heads contiguous in each: the order of our fused `qkv` and of timm's."""
+    return [
+        *_module(f"{src}.pre_norm_mha.0", f"{dst}.{norms[0]}", _WB),
+        *_module(f"{src}.pre_norm_mha.1.qkv_proj", f"{dst}.{attention}.qkv", _WB),
+        *_module(f"{src}.pre_norm_mha.1.out_proj", f"{dst}.{attention}.{out_proj}", _WB),
+        *_module(f"{src}.pre_norm_ffn.0", f"{dst}.{norms[1]}", _WB),
+        *_module(f"{src}.pre_norm_ffn.1", f"{dst}.mlp.fc1", _WB),
+        *_module(f"{src}.pre_norm_ffn.4", f"{dst}.mlp.fc2", _WB),
+    ]
+
+
 def _apple_vit_rules(vision_config) -> list[KeyRule]:
     """Apple/ml-cvnets ViT-B/16 with conv stem (MobileCLIP-B, B-LT)."""
     src, dst = "image_encoder.model", VISION_PREFIX.rstrip(".")
@@ -156,13 +170,8 @@ def _apple_vit_rules(vision_config) -> list[KeyRule]:
     rules.append(KeyRule(f"{src}.cls_token", f"{dst}.cls_token"))
     rules.append(KeyRule(f"{src}.pos_embed.pos_embed.pos_embed", f"{dst}.pos_embed", RESHAPE))  # [1,1,N,D]->[1,N,D]
     for i in range(vision_config.num_hidden_layers):
-        s, d = f"{src}.transformer.{i}", f"{dst}.blocks.{i}"
-        rules += _module(f"{s}.pre_norm_mha.0", f"{d}.norm1", _WB)
-        rules += _module(f"{s}.pre_norm_mha.1.qkv_proj", f"{d}.attn.qkv", _WB)
-        rules += _module(f"{s}.pre_norm_mha.1.out_proj", f"{d}.attn.proj", _WB)
-        rules += _module(f"{s}.pre_norm_ffn.0", f"{d}.norm2", _WB)
-        rules += _module(f"{s}.pre_norm_ffn.1", f"{d}.mlp.fc1", _WB)
-        rules += _module(f"{s}.pre_norm_ffn.4", f"{d}.mlp.fc2", _WB)
+        rules += _apple_transformer_block(f"{src}.transformer.{i}", f"{dst}.blocks.{i}",
+                                          norms=("norm1", "norm2"), attention="attn", out_proj="proj")
     rules += _module(f"{src}.post_transformer_norm", f"{dst}.norm", _WB)
     rules.append(KeyRule(f"{src}.classifier.proj", "visual_projection.weight", TRANSPOSE))
     return rules
@@ -198,15 +207,8 @@ def _apple_text_rules(text_config) -> list[KeyRule]:
                 KeyRule(f"{s}.layer_scale", f"{d}.layer_scale", RESHAPE),
             ]
         else:
-            rules += [
-                *_module(f"{s}.pre_norm_mha.0", f"{d}.layer_norm1", _WB),
-                # qkv rows are q, k, v with heads contiguous in each: the same order as our fused `qkv`.
-                *_module(f"{s}.pre_norm_mha.1.qkv_proj", f"{d}.self_attn.qkv", _WB),
-                *_module(f"{s}.pre_norm_mha.1.out_proj", f"{d}.self_attn.out_proj", _WB),
-                *_module(f"{s}.pre_norm_ffn.0", f"{d}.layer_norm2", _WB),
-                *_module(f"{s}.pre_norm_ffn.1", f"{d}.mlp.fc1", _WB),
-                *_module(f"{s}.pre_norm_ffn.4", f"{d}.mlp.fc2", _WB),
-            ]
+            rules += _apple_transformer_block(s, d, norms=("layer_norm1", "layer_norm2"), attention="self_attn",
+                                              out_proj="out_proj")
     rules += _module(f"{src}.final_layer_norm", f"{dst}.final_layer_norm", _WB)
     rules.append(KeyRule(f"{src}.projection_layer", "text_projection.weight", TRANSPOSE))
     return rules

@@ -151,6 +151,20 @@ def _check(family, preset, checkpoint, reference_name, reference, unfused, fused
         assert image <= tol and text <= tol and logits <= 2 * scale * tol, (mode, row[mode])
 
 
+def _convert_and_check(path: Path, preset: str, checkpoint: str, reference_name: str, reference, images, pixels,
+                       tokens) -> Path:
+    """Convert `path` with the CLI, load it with the Auto classes, check the processor reproduces the reference's
+    inputs exactly, then `_check` the un-fused and fused outputs against `reference`. Returns the converted folder."""
+    out = path.parent / preset
+    assert main(["--variant", preset, "--checkpoint", str(path), "--output", str(out)]) == 0
+    model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
+    inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
+    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
+    _check(_family(preset), preset, checkpoint, reference_name, reference, _ours(model, inputs),
+           _ours(_fused(model), inputs))
+    return out
+
+
 def _save(state_dict, path: Path) -> Path:
     if path.suffix == ".safetensors":
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
@@ -214,15 +228,8 @@ def test_open_clip_checkpoint(name, tag, preset, container, check_pipeline, tmp_
     pixels, tokens = open_clip_inputs(name, tag, images)
     reference, expected = _randomised_open_clip(name, pixels, tokens, keep_zero_head_bias=not bias)
     path = _save(reference.state_dict(), tmp_path / container)
-    out = tmp_path / preset
-    assert main(["--variant", preset, "--checkpoint", str(path), "--output", str(out)]) == 0
-    model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
-
-    inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
-    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    fused = _fused(model)
-    _check(_family(preset), preset, f"open_clip {name} ({container})", f"open_clip {name}", expected,
-           _ours(model, inputs), _ours(fused, inputs))
+    out = _convert_and_check(path, preset, f"open_clip {name} ({container})", f"open_clip {name}", expected, images,
+                             pixels, tokens)
 
     if check_pipeline:  # zero-shot logits of our pipeline (pads with <|endoftext|> to the longest label) = open_clip's
         labels = ["dog", "bicycle with a very long descriptive name", "car"]
@@ -306,14 +313,8 @@ def test_apple_v1_checkpoint_against_open_clips_converter(name, preset, layout, 
     images = _images()
     pixels, tokens = open_clip_inputs(name, "datacompdr", images)
     image, text, scale = _calibrate_apple_file(state, reference, lambda: reference(pixels, tokens), path)
-    out = tmp_path / preset
-    assert main(["--variant", preset, "--checkpoint", str(path), "--output", str(out)]) == 0
-    model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
-    inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
-    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    fused = _fused(model)
-    _check(_family(preset), preset, f"Apple v1 {layout}.pt", f"open_clip {name} via its Apple converter",
-           (image, text, scale * image @ text.T), _ours(model, inputs), _ours(fused, inputs))
+    _convert_and_check(path, preset, f"Apple v1 {layout}.pt", f"open_clip {name} via its Apple converter",
+                       (image, text, scale * image @ text.T), images, pixels, tokens)
 
 
 def test_apple_v1_b_against_timm_with_apples_stem_and_open_clip_text(tmp_path):
@@ -335,15 +336,9 @@ def test_apple_v1_b_against_timm_with_apples_stem_and_open_clip_text(tmp_path):
 
     with torch.no_grad():
         expected = _normalised(image_features, text_reference.encode_text(tokens), text_reference.logit_scale.item())
-    out = tmp_path / "mobileclip-b"
-    assert main(["--variant", "mobileclip-b", "--checkpoint", str(path), "--output", str(out)]) == 0
-    model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
-    inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
-    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    fused = _fused(model)
-    _check(_family("mobileclip-b"), "mobileclip-b", "Apple v1 mobileclip_b.pt",
-           "timm vit_base_mci_224 (pad 1, eps 1e-5) via timm's Apple filter + open_clip MobileCLIP-B text",
-           expected, _ours(model, inputs), _ours(fused, inputs))
+    _convert_and_check(path, "mobileclip-b", "Apple v1 mobileclip_b.pt",
+                       "timm vit_base_mci_224 (pad 1, eps 1e-5) via timm's Apple filter + open_clip MobileCLIP-B text",
+                       expected, images, pixels, tokens)
     # For the record: open_clip's own (padding 0, eps 1e-6) image tower is measurably different from Apple's.
     with torch.no_grad():
         padding0 = F.normalize(text_reference.encode_image(pixels), dim=-1)
@@ -411,15 +406,9 @@ def test_apple_v1_s0_against_timm_image_and_sam3_lite_text(tmp_path):
 
     with torch.no_grad():
         expected = _normalised(image_features, text_tower(input_ids=tokens).pooler_output, LOGIT_SCALE)
-    out = tmp_path / "mobileclip-s0"
-    assert main(["--variant", "mobileclip-s0", "--checkpoint", str(path), "--output", str(out)]) == 0
-    model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
-    inputs = processor(images=images, text=CAPTIONS, return_tensors="pt")
-    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(inputs["input_ids"], tokens)
-    fused = _fused(model)
-    _check(_family("mobileclip-s0"), "mobileclip-s0", "Apple v1 mobileclip_s0.pt",
-           "timm fastvit_mci0 via timm's Apple filter + transformers sam3_lite_text (6 layers)",
-           expected, _ours(model, inputs), _ours(fused, inputs))
+    _convert_and_check(path, "mobileclip-s0", "Apple v1 mobileclip_s0.pt",
+                       "timm fastvit_mci0 via timm's Apple filter + transformers sam3_lite_text (6 layers)",
+                       expected, images, pixels, tokens)
 
 
 # ----------------------------------------------------------------------------------------------------------------
