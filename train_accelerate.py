@@ -107,6 +107,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--license", default=None, help="licence of the trained weights for the model card (a Hub "
                    "licence id); the toy default is apache-2.0")
     p.add_argument("--debug-nan-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests the NaN guard
+    p.add_argument("--config", default=None, help="a YAML or JSON file of flags, keyed by flag name (max-steps: "
+                   "30000, loss-weights: [0, 1], ...);\nflags given on the command line win")
+    config_file = p.parse_known_args(argv)[0].config
+    if config_file:
+        p.set_defaults(**_config_defaults(p, config_file))
     args = p.parse_args(argv)
     args.loss_weights = _floats("--loss-weights", args.loss_weights, count=2)
     args.betas = tuple(_floats("--betas", args.betas, count=2))
@@ -120,6 +125,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= args.mix_ratio <= 1:
         p.error(f"--mix-ratio {args.mix_ratio}: expected a share between 0 and 1")
     return args
+
+
+def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+    """Flag values from a --config file, as the parser's defaults (so the command line still overrides them). Lists
+    become the comma-separated strings the flags take."""
+    import yaml  # a dependency of accelerate; YAML also reads JSON
+
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        parser.error(f"--config {path}: cannot read it ({err})")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected a mapping of flag names to values, e.g. `max-steps: 30000`")
+    known = {action.dest for action in parser._actions} - {"help", "config"}
+    defaults = {str(key).replace("-", "_"): ",".join(map(str, v)) if isinstance(v, list) else v
+                for key, v in values.items()}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        parser.error(f"--config {path}: unknown flag(s) {unknown}; see --help for the flag names")
+    return defaults
 
 
 def _floats(flag: str, text: str, count: int | None = None) -> list[float]:

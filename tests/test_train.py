@@ -405,3 +405,16 @@ def test_model_names_pick_their_family(tmp_path):
     assert pick(str(tmp_path / "clip")) is train_accelerate.CLIPStudent
     with pytest.raises(ValueError, match=r"--model 'no-such-model' is neither a preset \(tiny, tiny-clip"):
         pick("no-such-model")
+
+
+def test_config_file_carries_flags_and_the_command_line_wins(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: tiny-clip\nmax-steps: 30000\nloss_weights: [0.5, 1]\nteacher-logit-scales: [70, 60]\n"
+                      "gradient-checkpointing: true\n")
+    args = train_accelerate.parse_args(["--config", str(config), "--max-steps", "7"])
+    assert (args.model, args.max_steps, args.loss_weights, args.teacher_logit_scales, args.gradient_checkpointing) == \
+        ("tiny-clip", 7, [0.5, 1.0], [70.0, 60.0], True)
+    (tmp_path / "run.json").write_text(json.dumps({"batch-size": 16, "max_step": 3}))
+    with pytest.raises(SystemExit):
+        train_accelerate.parse_args(["--config", str(tmp_path / "run.json")])
+    assert "unknown flag(s) ['max_step']" in capsys.readouterr().err
