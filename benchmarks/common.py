@@ -10,6 +10,7 @@ claim such as "no slower" is read against.
 """
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -31,8 +32,10 @@ class Schedule:
     calls_per_round: int
 
     def describe(self) -> str:
+        # The OpenMP wait policy decides what a shared machine does to the timings (README: "Speed").
         return (f"median of {self.rounds} interleaved rounds (fastest of {self.calls_per_round} back-to-back calls in "
-                f"each); ratios: median of the per-round ratios [interquartile range]")
+                f"each); ratios: median of the per-round ratios [interquartile range]; OMP_WAIT_POLICY="
+                f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
 
 def benchmark_parser(description: str, quick: str, calls_per_round: int = 3) -> argparse.ArgumentParser:

@@ -190,7 +190,7 @@ def _apple_text_rules(text_config) -> list[KeyRule]:
     for i, kind in enumerate(text_config.layer_block_types):
         s, d = f"{src}.transformer.{i}", f"{dst}.layers.{i}"
         if kind == "repmixer":
-            # Apple runs these blocks as 2-D convs with (1, k) kernels on [B, D, 1, L]; ours are Conv1d on [B, D, L].
+            # Apple's (1, k) Conv2d kernels are stored here as Conv1d kernels [D, 1, k] (run as (1, k) convs).
             rules += [
                 KeyRule(f"{s}.token_mixer.mixer.rbr_conv.0.conv.weight", f"{d}.token_mixer.mixer_conv.weight",
                         RESHAPE),

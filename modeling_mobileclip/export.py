@@ -38,6 +38,8 @@ PARITY_TOLERANCE = 1e-4
 EXTENSIONS = {"onnx": ".onnx", "coreml": ".mlpackage"}
 
 
+# One class per tower, not one class parameterised by tower: `forward`'s argument name becomes the input name of the
+# torch.export graph and so of the CoreML model.
 class ImageEncoder(torch.nn.Module):
     """pixel_values -> L2-normalised image embeddings."""
 
@@ -154,8 +156,8 @@ def _import_coremltools():
     try:
         import coremltools
     except ImportError as err:
-        raise ValueError("--format coreml needs coremltools: `pip install coremltools` (conversion runs on Linux "
-                         "and macOS; running the result needs macOS).") from err
+        raise ValueError("--format coreml needs coremltools: `pip install coremltools`, or this project's `export` "
+                         "extra (conversion runs on Linux and macOS; running the result needs macOS).") from err
     return coremltools
 
 

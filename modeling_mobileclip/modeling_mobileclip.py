@@ -143,10 +143,20 @@ class MobileCLIPEncoderLayer(GradientCheckpointingLayer):
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
 
-def _fold_batchnorm(kernel: torch.Tensor, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold_batchnorm(kernel: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an eval-mode BatchNorm into the conv before it (RepVGG, Ding et al. 2021): returns (kernel, bias)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return kernel * scale.reshape(-1, *([1] * (kernel.dim() - 1))), bn.bias - bn.running_mean * scale
+
+
+def _token_conv(conv: nn.Conv1d, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`conv` applied along the tokens of [batch, width, 1, tokens], as a 2-D conv with a (1, k) view of its kernel.
+
+    The block's input is [batch, tokens, width] transposed, i.e. channels-last in 4-D: oneDNN convolves it in place
+    and keeps that layout for the pointwise convs. A Conv1d on the 3-D transpose first copies it to channels-first:
+    the S0 text RepMixer block took 1.2x as long at batch 16 (benchmarks/bench_towers.py)."""
+    padding = (0, conv.padding[0])
+    return F.conv2d(hidden_states, conv.weight.unsqueeze(2), conv.bias, padding=padding, groups=conv.groups)
 
 
 def _identity_kernel(channels: int, kernel_size: int, like: torch.Tensor) -> torch.Tensor:
@@ -157,11 +167,11 @@ def _identity_kernel(channels: int, kernel_size: int, like: torch.Tensor) -> tor
 
 
 class MobileCLIPTextRepMixer(nn.Module):
-    """Token mixer of MobileCLIP-S0's text RepMixer block, on [batch, width, tokens].
+    """Token mixer of MobileCLIP-S0's text RepMixer block, on [batch, width, 1, tokens].
 
     Train-time: x + layer_scale * (BN(dwconv(x)) + BN_skip(x) - BN_norm(x)); Apple builds it as a 2-D net with
-    (1, k) kernels on [B, D, 1, L], which is the same as this depthwise Conv1d. `reparameterize()` folds the three
-    branches, the residual and the layer scale into one depthwise conv (MobileCLIP paper, Sec. 3.2).
+    (1, k) kernels on [B, D, 1, L], which is what this depthwise Conv1d computes (`_token_conv`). `reparameterize()`
+    folds the three branches, the residual and the layer scale into one depthwise conv (MobileCLIP paper, Sec. 3.2).
     """
 
     def __init__(self, dim: int, kernel_size: int, layer_scale_init_value: float, inference_mode: bool = False):
@@ -174,16 +184,16 @@ class MobileCLIPTextRepMixer(nn.Module):
         else:
             self.reparam_conv = None
             self.mixer_conv = conv(bias=False)
-            self.mixer_bn = nn.BatchNorm1d(dim)
-            self.mixer_skip_bn = nn.BatchNorm1d(dim)
-            self.norm_bn = nn.BatchNorm1d(dim)
+            self.mixer_bn = nn.BatchNorm2d(dim)
+            self.mixer_skip_bn = nn.BatchNorm2d(dim)
+            self.norm_bn = nn.BatchNorm2d(dim)
             self.layer_scale = nn.Parameter(torch.full((dim, 1), layer_scale_init_value))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.reparam_conv is not None:
-            return self.reparam_conv(hidden_states)
-        mixed = self.mixer_bn(self.mixer_conv(hidden_states)) + self.mixer_skip_bn(hidden_states)
-        return hidden_states + self.layer_scale * (mixed - self.norm_bn(hidden_states))
+            return _token_conv(self.reparam_conv, hidden_states)
+        mixed = self.mixer_bn(_token_conv(self.mixer_conv, hidden_states)) + self.mixer_skip_bn(hidden_states)
+        return hidden_states + self.layer_scale.unsqueeze(-1) * (mixed - self.norm_bn(hidden_states))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -208,13 +218,15 @@ class MobileCLIPTextConvFFN(nn.Module):
         super().__init__()
         dim, k = config.hidden_size, config.repmixer_kernel_size
         self.conv = nn.Conv1d(dim, dim, k, padding=k // 2, groups=dim, bias=False)
-        self.bn = nn.BatchNorm1d(dim)
+        self.bn = nn.BatchNorm2d(dim)
         self.fc1 = nn.Conv1d(dim, config.intermediate_size, 1)
         self.act = nn.GELU()
         self.fc2 = nn.Conv1d(config.intermediate_size, dim, 1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.bn(self.conv(hidden_states)))))
+        # On [batch, width, 1, tokens] (see `_token_conv`).
+        hidden_states = _token_conv(self.fc1, self.bn(_token_conv(self.conv, hidden_states)))
+        return _token_conv(self.fc2, self.act(hidden_states))
 
 
 class MobileCLIPTextRepMixerBlock(GradientCheckpointingLayer):
@@ -229,9 +241,9 @@ class MobileCLIPTextRepMixerBlock(GradientCheckpointingLayer):
         self.layer_scale = nn.Parameter(torch.full((config.hidden_size, 1), config.layer_scale_init_value))
 
     def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
-        hidden_states = self.token_mixer(hidden_states.transpose(1, 2))
-        hidden_states = hidden_states + self.layer_scale * self.convffn(hidden_states)
-        return hidden_states.transpose(1, 2)
+        hidden_states = self.token_mixer(hidden_states.transpose(1, 2).unsqueeze(2))  # [batch, width, 1, tokens]
+        hidden_states = hidden_states + self.layer_scale.unsqueeze(-1) * self.convffn(hidden_states)
+        return hidden_states.squeeze(2).transpose(1, 2)
 
 
 class MobileCLIPTextEmbeddings(nn.Module):

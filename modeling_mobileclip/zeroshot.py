@@ -94,33 +94,27 @@ def check_classnames(classnames: Sequence[str]) -> list[str]:
     return list(classnames)
 
 
+def _load_shipped_or_file(name_or_path: str | Path, shipped: dict, what: str, fix: str) -> list[str]:
+    """A shipped list in `shipped` by name (a data file or the list itself), or a `.json` list / `.txt` file."""
+    if isinstance(name_or_path, str) and name_or_path in shipped:
+        source = shipped[name_or_path]
+        return _read_string_list(source, what) if isinstance(source, Path) else list(source)
+    if Path(name_or_path).is_file():
+        return _read_string_list(Path(name_or_path), what)
+    raise ValueError(f"{what} {str(name_or_path)!r} is neither a shipped set ({sorted(shipped)}) nor an existing file; "
+                     f"pass a set name or a .json list / .txt file {fix}.")
+
+
 def load_templates(name_or_path: str | Path) -> list[str]:
     """A shipped template set (`TEMPLATE_SETS`) by name, or a `.json` list / `.txt` file (one per line)."""
-    if isinstance(name_or_path, str) and name_or_path in TEMPLATE_SETS:
-        source = TEMPLATE_SETS[name_or_path]
-        templates = _read_string_list(source, "templates") if isinstance(source, Path) else list(source)
-    elif Path(name_or_path).is_file():
-        templates = _read_string_list(Path(name_or_path), "templates")
-    else:
-        raise ValueError(
-            f"templates {str(name_or_path)!r} is neither a shipped set ({sorted(TEMPLATE_SETS)}) nor an existing "
-            f"file; pass a set name or a .json list / .txt file of prompts with '{PLACEHOLDER}' for the class."
-        )
-    return check_templates(templates)
+    fix = f"of prompts with '{PLACEHOLDER}' for the class"
+    return check_templates(_load_shipped_or_file(name_or_path, TEMPLATE_SETS, "templates", fix))
 
 
 def load_classnames(name_or_path: str | Path) -> list[str]:
     """A shipped class-name list (`CLASSNAME_SETS`) by name, or a `.json` list / `.txt` file (one per line)."""
-    if isinstance(name_or_path, str) and name_or_path in CLASSNAME_SETS:
-        classnames = _read_string_list(CLASSNAME_SETS[name_or_path], "classnames")
-    elif Path(name_or_path).is_file():
-        classnames = _read_string_list(Path(name_or_path), "classnames")
-    else:
-        raise ValueError(
-            f"classnames {str(name_or_path)!r} is neither a shipped list ({sorted(CLASSNAME_SETS)}) nor an existing "
-            f"file; pass a list name or a .json list / .txt file with one class name per label index."
-        )
-    return check_classnames(classnames)
+    fix = "with one class name per label index"
+    return check_classnames(_load_shipped_or_file(name_or_path, CLASSNAME_SETS, "classnames", fix))
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from open_clip.tokenizer import bytes_to_unicode, default_bpe
 from PIL import Image
-from conftest import fan_in_init, randomize_statistics, tiny_config
+from conftest import calibrated, tiny_config
 from transformers import (AutoModel, AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
                           CLIPTokenizer)
 
@@ -70,7 +70,7 @@ def tiny_mobileclip(tmp_path_factory, tokenizer) -> Path:
     """A tiny MobileCLIP-S0-family model (MCi tower, Text-RepMixer tower), un-fused, with its processor."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_mobileclip")
-    randomize_statistics(fan_in_init(MobileCLIPModel(tiny_config("mci-s0text")))).save_pretrained(path)
+    calibrated(MobileCLIPModel(tiny_config("mci-s0text"))).save_pretrained(path)
     processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
     processor.image_processor.size = {"shortest_edge": 64}
     processor.image_processor.crop_size = {"height": 64, "width": 64}

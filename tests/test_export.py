@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import fan_in_init, randomize_statistics, tiny_config
+from conftest import calibrated, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.export import main as export_main
@@ -16,7 +16,7 @@ from modeling_mobileclip.export import main as export_main
 def unfused_s0_dir(tmp_path_factory, tokenizer):
     """A tiny MobileCLIP-S0-family model saved un-fused (as converted train-time checkpoints are) with its processor."""
     torch.manual_seed(0)
-    model = randomize_statistics(fan_in_init(MobileCLIPModel(tiny_config("mci-s0text")))).eval()
+    model = calibrated(MobileCLIPModel(tiny_config("mci-s0text")))
     path = tmp_path_factory.mktemp("s0")
     model.save_pretrained(path)
     processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
@@ -55,7 +55,7 @@ def test_onnx_export_fuses_and_matches_the_unfused_pytorch_model(unfused_s0_dir,
 def test_onnx_export_of_a_causal_vit_model_matches(tmp_path):
     """The MobileCLIP-B family (ViT image tower with conv stem, causal text tower), already fused."""
     torch.manual_seed(1)
-    model = randomize_statistics(fan_in_init(MobileCLIPModel(tiny_config("vit-convstem"))))
+    model = calibrated(MobileCLIPModel(tiny_config("vit-convstem")))
     model.eval().reparameterize().save_pretrained(tmp_path / "model")
     summary = export_main(["--model", str(tmp_path / "model"), "--output", str(tmp_path / "onnx")])
     assert max(summary["max_abs_diff_vs_pytorch"].values()) <= 1e-4
