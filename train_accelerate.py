@@ -777,14 +777,23 @@ class TrainState:
         self.step = int(state["step"])
 
 
-def latest_checkpoint(output_dir: Path) -> tuple[Path, int] | None:
-    """The newest *complete* `checkpoints/checkpoint_<i>` (incomplete ones, e.g. from a killed run, are ignored)."""
+def checkpoint_folders(output_dir: Path) -> list[tuple[int, Path]]:
+    """accelerate's `checkpoints/checkpoint_<i>` folders as (i, path), complete or not."""
     found = []
     for folder in (Path(output_dir) / "checkpoints").glob("checkpoint_*"):
         match = re.fullmatch(r"checkpoint_(\d+)", folder.name)
-        if match and (folder / COMPLETE_MARKER).is_file():
+        if match:
             found.append((int(match.group(1)), folder))
-    return (max(found)[1], max(found)[0]) if found else None
+    return found
+
+
+def latest_checkpoint(output_dir: Path) -> tuple[Path, int] | None:
+    """The newest *complete* `checkpoints/checkpoint_<i>` (incomplete ones, e.g. from a killed run, are ignored)."""
+    complete = [(i, folder) for i, folder in checkpoint_folders(output_dir) if (folder / COMPLETE_MARKER).is_file()]
+    if not complete:
+        return None
+    iteration, folder = max(complete)
+    return folder, iteration
 
 
 class HubUploader:
@@ -844,8 +853,8 @@ def resume(accelerator, args, state: TrainState) -> Path:
         raise ValueError(f"--resume {args.resume}: no complete checkpoint under {args.resume}/checkpoints.")
     path, iteration = found
     if accelerator.is_main_process:  # drop newer, incomplete folders so automatic naming can reuse their numbers
-        for folder in (Path(args.resume) / "checkpoints").glob("checkpoint_*"):
-            if folder.name != path.name and int(folder.name.split("_")[1]) > iteration:
+        for i, folder in checkpoint_folders(args.resume):
+            if i > iteration:
                 shutil.rmtree(folder)
     accelerator.wait_for_everyone()
     accelerator.load_state(str(path))
