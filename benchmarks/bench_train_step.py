@@ -2,7 +2,7 @@
 process (interleaved rounds, median).
 
 Each step is the body of `train_accelerate.py`'s step on one process: forward of the un-fused model in train mode,
-loss from `modeling_mobileclip.losses`, backward, gradient clipping at 1.0, AdamW step (`optim.build_optimizer`).
+loss from `modeling_mobileclip.training.losses`, backward, gradient clipping at 1.0, AdamW step (`optim.build_optimizer`).
 The teacher embeddings are DataCompDR-shaped (two 768-d teachers, logit scales 100) and precomputed, as the dataset
 stores them. Rows:
 - `clip_loss`: plain CLIP contrastive loss on b images and their b captions (the baseline);
@@ -21,8 +21,8 @@ from common import (benchmark_parser, format_ratio, interleaved_times, median_ms
                     trained_magnitudes)
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
-from modeling_mobileclip.losses import clip_loss, mobileclip_loss, total_loss
-from modeling_mobileclip.optim import build_optimizer
+from modeling_mobileclip.training.losses import clip_loss, mobileclip_loss, total_loss
+from modeling_mobileclip.training.optim import build_optimizer
 
 TEACHER_DIMS, TEACHER_LOGIT_SCALES = [768, 768], [100.0, 100.0]
 LOSS_WEIGHTS = (0.5, 0.5)

@@ -282,8 +282,8 @@ def train_teacher(model, processor, images: list, captions: list[str], groups: l
     The views are drawn with the reinforcement's augmentation sampler (RandomResizedCrop + RandAugment) at the
     teacher's resolution, so the teacher embeds augmented views as well as it will have to in `reinforce`.
     """
-    from modeling_mobileclip.losses import clip_loss, total_loss
-    from modeling_mobileclip.optim import build_optimizer, warmup_cosine_schedule
+    from modeling_mobileclip.training.losses import clip_loss, total_loss
+    from modeling_mobileclip.training.optim import build_optimizer, warmup_cosine_schedule
 
     ip = processor.image_processor
     sampler = AugmentationSampler(size=ip.crop_size["height"], mean=tuple(ip.image_mean), std=tuple(ip.image_std))

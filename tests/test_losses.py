@@ -1,4 +1,4 @@
-"""Tests for modeling_mobileclip/losses.py and modeling_mobileclip/optim.py.
+"""Tests for modeling_mobileclip/training/losses.py and modeling_mobileclip/training/optim.py.
 
 The loss is checked against a direct NumPy float64 transcription of the formula (see losses.py's docstring), and a
 real two-process gloo run is checked against one process on the global batch.
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_mobileclip.losses import (
+from modeling_mobileclip.training.losses import (
     clip_loss,
     distill_loss,
     gather_with_grad,
@@ -22,7 +22,7 @@ from modeling_mobileclip.losses import (
     resolve_rank_world_size,
     total_loss,
 )
-from modeling_mobileclip.optim import (
+from modeling_mobileclip.training.optim import (
     build_optimizer,
     default_adam_eps,
     exclude_from_weight_decay,

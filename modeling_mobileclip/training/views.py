@@ -1,0 +1,39 @@
+"""One training view of a DataCompDR sample, and a batch of them, shared by the map-style and streaming loaders.
+
+A view is one stored augmentation replayed at the student's resolution with that augmentation's teacher image
+embedding, the ground-truth caption and one synthetic caption with their teacher text embeddings. Which
+augmentation and caption is drawn from the `rng` the caller seeds (map-style: seed + micro-step + index; streaming:
+seed + epoch + uid), so a view never depends on which process or worker made it.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def training_view(example: dict, transform, rng: random.Random) -> dict:
+    aug, syn, mix = rng.randrange(len(example["param_aug"])), rng.randrange(len(example["syn_text"])), rng.random()
+    image_emb = example["image_emb"]
+    text_emb = np.asarray(example["text_emb"], dtype=np.float32)
+    return {"pixel_values": transform(example["image"], example["param_aug"][aug]), "gt": example["text"],
+            "syn": example["syn_text"][syn], "mix": mix,
+            "t_img": torch.from_numpy(np.asarray(image_emb[aug], np.float32)),
+            "t_gt": torch.from_numpy(text_emb[0]), "t_syn": torch.from_numpy(text_emb[example["num_gt_emb"] + syn])}
+
+
+def collate_views(views: list[dict], tokenize, caption_mode: str, mix_ratio: float) -> dict:
+    """The batch the loss reads. `gt+syn`: one text forward of the ground-truth captions, then the synthetic ones."""
+    batch = {"pixel_values": torch.stack([v["pixel_values"] for v in views]),
+             "teacher_image_emb": torch.stack([v["t_img"] for v in views])}
+    if caption_mode == "gt+syn":
+        batch["input_ids"] = tokenize([v["gt"] for v in views] + [v["syn"] for v in views])
+        batch["teacher_text_emb"] = torch.stack([v["t_gt"] for v in views])
+        batch["teacher_syn_text_emb"] = torch.stack([v["t_syn"] for v in views])
+    else:
+        use_syn = [caption_mode == "mix" and v["mix"] < mix_ratio for v in views]
+        batch["input_ids"] = tokenize([v["syn"] if s else v["gt"] for v, s in zip(views, use_syn)])
+        batch["teacher_text_emb"] = torch.stack([v["t_syn"] if s else v["t_gt"] for v, s in zip(views, use_syn)])
+    return batch

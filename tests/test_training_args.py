@@ -1,0 +1,127 @@
+"""The command line of train_accelerate.py (modeling_mobileclip/training/args.py), the logit-scale clamp of every
+student family (training/students.py) and checkpoint rotation under a kill (training/checkpoints.py)."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_mobileclip.training.args import parse_args
+from modeling_mobileclip.training.checkpoints import COMPLETE_MARKER, checkpoint_folders, latest_checkpoint
+from modeling_mobileclip.training.students import student_class
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("gradient-checkpointing: 'false'", r"gradient-checkpointing: 'false' is not true/false"),
+    ("caption-mode: bogus", r"argument --caption-mode: invalid choice: 'bogus'"),
+    ("max-steps: 3.7", r"max-steps: 3.7 is not a whole number"),
+    ("max-steps: true", r"max-steps: True is not a value for --max-steps"),
+    ("max-steps: '12'\nlr: fast", r"argument --lr: invalid float value: 'fast'"),
+    ("batch-size: 0", r"--batch-size 0: expected a positive number"),
+])
+def test_config_values_get_the_command_lines_checks(tmp_path, capsys, value, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(value + "\n")
+    with pytest.raises(SystemExit) as err:
+        parse_args(["--config", str(config)])
+    assert err.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_config_booleans_and_lists_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("gradient-checkpointing: false\nloss-weights: [1, 0]\nmax-steps: 30\ndata-mode: stream\n")
+    args = parse_args(["--config", str(config), "--max-steps", "7"])
+    assert (args.gradient_checkpointing, args.loss_weights, args.max_steps, args.data_mode) == \
+        (False, [1.0, 0.0], 7, "stream")
+
+
+def test_length_flags_and_their_defaults():
+    assert parse_args([]).max_steps == 200
+    args = parse_args(["--epochs", "2"])
+    assert (args.max_steps, args.epochs) == (None, 2)
+    with pytest.raises(SystemExit):
+        parse_args(["--samples", "-5"])
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-clip", "tiny-siglip", "tiny-open-clip"])
+def test_logit_scale_parameter_is_clamped_after_crossing_ln_100(name):
+    """AdamW would push the parameter past ln 100, where exp().clamp(max=100) has a zero gradient and the parameter
+    could never come back; the clamp after the step keeps it at ln 100, from where it moves again."""
+    student = student_class(name)(name)
+    model = student.model
+    scale = model.logit_scale
+    with torch.no_grad():
+        scale.fill_(math.log(100) - 1e-3)
+    optimizer = torch.optim.AdamW([scale], lr=0.05, weight_decay=0.0)
+    for direction in (-1.0, -1.0) + (1.0,) * 10:  # up, up (crossing ln 100), then down (Adam turns after a few)
+        optimizer.zero_grad()
+        exp_scale = student.logit_scale(model, forward_output(model))
+        (direction * exp_scale).backward()
+        assert scale.grad is not None and scale.grad.item() != 0.0, (name, scale.item())
+        optimizer.step()
+        student.clamp_logit_scale(model)
+        assert 0.0 <= scale.item() and scale.exp().item() <= 100.0, (name, scale.item())
+    assert scale.item() < math.log(100) - 0.01  # it came back down
+
+
+def forward_output(model):
+    """The forward output a student reads its scale from (MobileCLIP returns it; the others read the parameter)."""
+    class Output:
+        logit_scale = model.logit_scale.exp().clamp(max=100)
+    return Output()
+
+
+def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
+    """--checkpoints-total-limit 1: the second save is killed (SIGKILL) after accelerate wrote the model but before
+    the marker; the first checkpoint must survive and --resume must find it."""
+    out = tmp_path / "run"
+    driver = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import accelerate, train_accelerate
+        original, calls = accelerate.Accelerator.save_state, []
+        def save_state(self, *args, **kwargs):
+            calls.append(1)
+            path = original(self, *args, **kwargs)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return path
+        accelerate.Accelerator.save_state = save_state
+        train_accelerate.main(["--toy-spec", "num_train=32,samples_per_shard=16,num_augmentations=2,"
+                               "teacher_images=64,teacher_steps=5,teacher_batch_size=16",
+                               "--cache-dir", {str(tmp_path / "cache")!r}, "--output-dir", {str(out)!r},
+                               "--batch-size", "4", "--max-steps", "6", "--checkpoint-every", "2",
+                               "--checkpoints-total-limit", "1", "--eval-every", "100", "--report-to", "jsonl",
+                               "--no-progress"])
+    """)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", driver], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == -9, result.stderr[-3000:]
+    folders = checkpoint_folders(out)
+    assert [(folder / COMPLETE_MARKER).is_file() for _, folder in folders] == [True, False]
+    path, _ = latest_checkpoint(out)
+    assert (path / COMPLETE_MARKER).read_text() == '{"step": 2}'
+
+
+def test_config_file_carries_flags_and_the_command_line_wins(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: tiny-clip\nmax-steps: 30000\nloss_weights: [0.5, 1]\nteacher-logit-scales: [70, 60]\n"
+                      "gradient-checkpointing: true\n")
+    args = parse_args(["--config", str(config), "--max-steps", "7"])
+    assert (args.model, args.max_steps, args.loss_weights, args.teacher_logit_scales, args.gradient_checkpointing) == \
+        ("tiny-clip", 7, [0.5, 1.0], [70.0, 60.0], True)
+    (tmp_path / "run.json").write_text(json.dumps({"batch-size": 16, "max_step": 3}))
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(tmp_path / "run.json")])
+    assert "unknown flag(s) ['max_step']" in capsys.readouterr().err
