@@ -277,5 +277,10 @@ def main(argv=None) -> Path:
     return out
 
 
+def console_main() -> None:
+    """`mobileclip-train`: the exit status is 0 on success (main's return value is the output folder)."""
+    main()
+
+
 if __name__ == "__main__":
     main()

@@ -4,17 +4,10 @@ Tiny random teachers / captioners are saved to local folders and loaded through 
 (open_clip CLIP and CoCa, transformers CLIP / SigLIP / MobileCLIP, VisionEncoderDecoder and BLIP captioners).
 """
 
-import glob
 import io
 import json
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
 import tarfile
-import time
 
 import numpy as np
 import PIL.Image
@@ -25,79 +18,25 @@ import transformers
 import dataset_scripts  # noqa: F401  (registers "datacompdr")
 from dataset_scripts import augment_replay
 from dataset_scripts.captioners import SeededNucleusSampler, load_captioner, postprocess_caption
-from dataset_scripts.reinforce import derive_seed, main, prepare_image, reinforce
+from dataset_scripts.reinforce import derive_seed, prepare_image, reinforce
 from dataset_scripts.teachers import load_teacher, teacher_from_transformers
-from dataset_scripts.tiny_reinforce_models import build_tiny_models
 from fake_hub import fake_hub_fixture  # noqa: F401  (provides the fake_hub fixture)
+from reinforce_inputs import (
+    CROP,
+    add_member,
+    awkward_samples,
+    image_bytes,
+    load_reinforced,
+    shard_bytes,
+    tiny_models_fixture,  # noqa: F401  (provides the module-scoped models fixture)
+    write_tar_dataset,
+)
 
-CROP = 48
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHERS = ("open_clip_at_crop", "open_clip_small", "mobileclip", "clip", "siglip")
 SCALES = [100.0, 70.0, 50.0, 60.0, 40.0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared machine threads wait on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return build_tiny_models(str(tmp_path_factory.mktemp("models")), crop_size=CROP)
-
-
-def _image_bytes(seed: int, mode: str = "RGB", fmt: str = "JPEG", size=(61, 45)) -> bytes:
-    rng = np.random.default_rng(seed)
-    base = PIL.Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    if mode == "I;16":
-        img = PIL.Image.fromarray((rng.integers(0, 65536, (size[1], size[0]))).astype(np.uint16))
-    elif mode != "RGB":
-        img = base.convert(mode)
-    else:
-        img = base
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-# (uid, image bytes or None, caption or None, extension) - the awkward cases the issue lists are mixed in.
-def _samples():
-    return [
-        ("a0", _image_bytes(0), "a red car on the street.", "jpg"),
-        ("a1", _image_bytes(1, "L", "PNG"), "a grey picture", "png"),
-        ("a2", _image_bytes(2, "CMYK", "JPEG"), "a cmyk photo", "jpg"),
-        ("a3", _image_bytes(3, "RGBA", "PNG", size=(30, 80)), "a transparent image", "png"),
-        ("a4", _image_bytes(4, "I;16", "PNG"), "a 16-bit image", "png"),
-        ("a5", b"", "zero bytes", "jpg"),
-        ("a6", b"not an image at all", "garbage", "jpg"),
-        ("a7", _image_bytes(7, "P", "PNG"), None, "png"),  # missing caption
-        ("a8", _image_bytes(8, fmt="WEBP"), "a webp image", "webp"),
-        ("a9", _image_bytes(9), "another photo", "jpg"),
-    ]
-
-
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_tar_dataset(root, per_shard=5):
-    os.makedirs(root, exist_ok=True)
-    samples = _samples()
-    for shard, start in enumerate(range(0, len(samples), per_shard)):
-        with tarfile.open(os.path.join(root, f"{shard:05d}.tar"), "w") as tar:
-            for key, data, text, ext in samples[start:start + per_shard]:
-                _add(tar, f"{key}.{ext}", data)
-                if text is not None:
-                    _add(tar, f"{key}.txt", text.encode())
-                _add(tar, f"{key}.json", json.dumps({"uid": f"uid{key}"}).encode())
-                _add(tar, f"{key}.url.txt", f"https://example.com/{key}.{ext}".encode())
-    return root
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _common(models, **overrides):
@@ -106,19 +45,6 @@ def _common(models, **overrides):
                   max_caption_tokens=12, progress=False, license="cc-by-4.0")
     kwargs.update(overrides)
     return kwargs
-
-
-def _load(out, joins=True):
-    from datasets import load_dataset
-
-    shards = sorted(glob.glob(os.path.join(out, "*.tar")))
-    extra = dict(image_dir=shards, captions=shards) if joins else {}
-    return load_dataset("datacompdr", data_files=shards, split="train", cache_dir=os.path.join(out, "..", "hf"),
-                        **extra)
-
-
-def _shard_bytes(out):
-    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(out, "*.tar")))}
 
 
 def _max_block_error(ds, config, teachers, norm_atol=1e-5) -> float:
@@ -161,7 +87,7 @@ def tar_run(models, tmp_path_factory):
 
 def test_replayed_augmentation_through_each_teacher_matches_stored_block(tar_run, models):
     out, _ = tar_run
-    ds = _load(out)
+    ds = load_reinforced(out)
     assert len(ds) == 7  # 10 inputs - zero-byte - garbage - missing caption (see test_bad_inputs_are_counted...)
     config = json.load(open(os.path.join(out, "config.json")))
     teachers = [load_teacher(models[name]) for name in TEACHERS]
@@ -198,7 +124,7 @@ def test_seeded_nucleus_sampling_is_top_p_and_independent_of_the_batch(models):
     assert (frequency - target).abs().max() < 2.0 / rows
 
     captioner = load_captioner(models["ved"], max_tokens=12)
-    images = [PIL.Image.open(io.BytesIO(_image_bytes(i))) for i in range(3)]
+    images = [PIL.Image.open(io.BytesIO(image_bytes(i))) for i in range(3)]
     seeds = [[derive_seed(0, f"u{i}", f"caption/{c}") for c in range(4)] for i in range(3)]
     together = captioner.caption(images, seeds)
     assert [captioner.caption([images[i]], [seeds[i]])[0] for i in range(3)] == together
@@ -220,7 +146,7 @@ def test_config_records_teachers_captioner_augmentation_and_seed(tar_run, models
     assert config["num_samples"] == 7 and config["input"]["kind"] == "webdataset"  # written when complete
     from dataset_scripts import get_metadata
 
-    meta = get_metadata(_load(out, joins=False))
+    meta = get_metadata(load_reinforced(out, joins=False))
     assert meta.embedding_dims == [16, 16, 24, 20, 32] and meta.logit_scales == SCALES
     card = open(os.path.join(out, "README.md")).read()
     assert "license: cc-by-4.0" in card and "| 3 | `" in card  # one row per teacher
@@ -231,7 +157,7 @@ def test_config_records_teachers_captioner_augmentation_and_seed(tar_run, models
 def test_bad_inputs_are_counted_and_modes_converted(tar_run):
     out, summary = tar_run
     assert summary["skipped"] == {"empty_image": 1, "unreadable_image": 1, "missing_caption": 1}
-    ds = _load(out)
+    ds = load_reinforced(out)
     by_uid = {e["uid"]: e for e in ds}
     assert sorted(by_uid) == ["uida0", "uida1", "uida2", "uida3", "uida4", "uida8", "uida9"]
     # the 16-bit PNG is stored as an 8-bit RGB PNG (PIL's RGBA path would clip it), the others keep their bytes
@@ -239,7 +165,7 @@ def test_bad_inputs_are_counted_and_modes_converted(tar_run):
     assert augment_replay.load_image(by_uid["uida4"]["image"]).mode == "RGB"
     rgb = np.asarray(augment_replay.load_image(by_uid["uida4"]["image"]))
     assert rgb.std() > 10  # not clipped to white
-    for uid, data in (("uida0", _image_bytes(0)), ("uida2", _image_bytes(2, "CMYK", "JPEG"))):
+    for uid, data in (("uida0", image_bytes(0)), ("uida2", image_bytes(2, "CMYK", "JPEG"))):
         assert by_uid[uid]["image"]["bytes"] == data
     assert by_uid["uida0"]["url"] == "https://example.com/a0.jpg"
     assert by_uid["uida0"]["text"] == "a red car on the street."
@@ -247,7 +173,7 @@ def test_bad_inputs_are_counted_and_modes_converted(tar_run):
 
 def test_prepare_image_modes():
     for mode, fmt in (("L", "PNG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("I;16", "PNG"), ("P", "GIF"), ("LA", "PNG")):
-        prepared = prepare_image(_image_bytes(5, mode, fmt))
+        prepared = prepare_image(image_bytes(5, mode, fmt))
         assert prepared.rgb.mode == "RGB"
         # what the loader's replay will decode from the stored bytes is exactly what the teachers saw
         assert np.array_equal(np.asarray(augment_replay.load_image(prepared.stored)), np.asarray(prepared.rgb))
@@ -296,8 +222,8 @@ def test_teacher_and_captioner_objects(models, tmp_path):
     damaged = os.path.join(data, "00002.tar")  # a shard cut short inside the image of its last sample
     with tarfile.open(damaged, "w") as tar:
         for i in range(3):
-            _add(tar, f"b{i}.png", _image_bytes(20 + i, fmt="PNG"))
-            _add(tar, f"b{i}.txt", b"a damaged shard")
+            add_member(tar, f"b{i}.png", image_bytes(20 + i, fmt="PNG"))
+            add_member(tar, f"b{i}.txt", b"a damaged shard")
     with tarfile.open(damaged) as tar:
         cut = next(m for m in tar.getmembers() if m.name == "b2.png").offset_data + 100
     os.truncate(damaged, cut)
@@ -315,7 +241,7 @@ def test_teacher_and_captioner_objects(models, tmp_path):
         ("mobileclip-in-memory", 24, None), ("linear-20px", 8, 30.0)]
     assert [d["library"] for d in config["teacher_details"]] == ["transformers", "object"]
     assert config["captioner"]["model"] == "template-captioner" and config["captioner"]["library"] == "object"
-    ds = _load(out)
+    ds = load_reinforced(out)
     assert all(e["syn_text"] == [f"a picture of {derive_seed(5, e['uid'], f'caption/{c}') % 7}" for c in range(2)]
                for e in ds)
     # The captioner saw each un-augmented image, exactly as stored (no crop, no resize).
@@ -329,7 +255,7 @@ def _write_parquet(path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [s for s in _samples() if s[0] in ("a0", "a1", "a8", "a5")]
+    rows = [s for s in awkward_samples() if s[0] in ("a0", "a1", "a8", "a5")]
     table = pa.table({"image": [{"bytes": d, "path": f"{k}.{e}"} for k, d, _, e in rows],
                       "caption": [t for _, _, t, _ in rows]})
     pq.write_table(table, path)
@@ -343,7 +269,7 @@ def test_parquet_imagefolder_bf16_and_pipeline_captioner(models, tmp_path):
                         **_common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None,
                                   captioner=models["coca"], num_captions=2, license=None))
     assert summary["skipped"] == {"empty_image": 1}
-    ds = _load(out, joins=False)
+    ds = load_reinforced(out, joins=False)
     assert len(ds) == 3 and all(len(e["syn_text"]) == 2 for e in ds)
     assert "card_note" in summary and not os.path.exists(os.path.join(out, "README.md"))
 
@@ -362,7 +288,7 @@ def test_parquet_imagefolder_bf16_and_pipeline_captioner(models, tmp_path):
                                            embedding_format="pth.gz", dtype="bf16"))
     config = json.load(open(os.path.join(out2, "config.json")))
     assert config["captioner"]["model"] == models["blip"] and config["compute_dtype"] == "bf16"
-    ds2 = _load(out2)
+    ds2 = load_reinforced(out2)
     assert len(ds2) == 3 and all(len(e["syn_text"]) == 2 for e in ds2)
     assert np.asarray(ds2[0]["text_emb"]).shape == (3, 48)
     # bf16 forwards and bf16 storage (8-bit mantissa): within bf16 rounding of the fp32 teachers
@@ -392,10 +318,10 @@ def test_refuses_to_mix_configs(models, tmp_path):
     kwargs = _common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None, captioner=None,
                      max_samples=7)
     reinforce(data, out, **kwargs)
-    before = _shard_bytes(out)
+    before = shard_bytes(out)
     assert len(before) == 2  # max_samples reaches into the second tar
     again = reinforce(data, out, **dict(kwargs, batch_size=1))  # run-only knob: allowed, nothing to redo
-    assert again["done_before"] == 2 and again["processed_shards"] == [] and _shard_bytes(out) == before
+    assert again["done_before"] == 2 and again["processed_shards"] == [] and shard_bytes(out) == before
     with pytest.raises(ValueError, match=r"different configuration \(seed: 11 -> 12\)"):
         reinforce(data, out, **dict(kwargs, seed=12))
     with pytest.raises(ValueError, match="teachers: .*refusing to mix"):
@@ -421,81 +347,3 @@ def test_hub_dataset_in_hub_dataset_out(models, fake_hub, tmp_path):
     assert config["source_dataset"] == "org/pairs" and config["input"]["kind"] == "hub"
     assert set(fake_hub.files("org/my-dr", "dataset")) == {"README.md", "config.json", "manifest.jsonl",
                                                           "00000000.tar"}
-
-
-def _cli(data, out, models, *extra):
-    return [sys.executable, "-m", "dataset_scripts.reinforce", "--dataset", data, "--output", out,
-            "--teachers", f"{models['open_clip_at_crop']},{models['mobileclip']}",
-            "--teacher-logit-scales", "100,100", "--captioner", models["coca"], "--num-captions", "2",
-            "--num-augmentations", "3", "--crop-size", str(CROP), "--seed", "3", "--batch-size", "2",
-            "--max-caption-tokens", "10", "--device", "cpu", *extra]
-
-
-def _env():
-    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_resume_after_kill_and_two_processes_match_one(models, tmp_path):
-    data = write_tar_dataset(str(tmp_path / "data"), per_shard=1)  # 10 shards, 3 of them without a good sample
-    reference = str(tmp_path / "ref")
-    main(_cli(data, reference, models, "--no-progress")[3:])
-    expected = _shard_bytes(reference)
-    assert len(expected) == 10
-
-    # A real SIGKILL of the CLI as soon as it has finished one shard (the next one is then being written).
-    killed = str(tmp_path / "killed")
-    proc = subprocess.Popen(_cli(data, killed, models, "--no-progress"), env=_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None and not glob.glob(os.path.join(killed, "_manifest", "*.json")):
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(glob.glob(os.path.join(killed, "_manifest", "*.json")))
-    assert 1 <= done_before < 10 and not os.path.exists(os.path.join(killed, "manifest.jsonl"))
-    summary = main(_cli(data, killed, models, "--no-progress")[3:])
-    assert summary["done_before"] == done_before and len(summary["processed_shards"]) == 10 - done_before
-    assert _shard_bytes(killed) == expected
-    assert not glob.glob(os.path.join(killed, "**", "*.partial"), recursive=True)
-
-    # Two real processes (torchrun + gloo on the CPU), progress bar on: the same bytes as one process.
-    two = str(tmp_path / "two")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              str(_free_port()), "-m", "dataset_scripts.reinforce"] + _cli(data, two, models)[3:]
-    done = subprocess.run(launch, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert _shard_bytes(two) == expected
-    for name in ("manifest.jsonl", "config.json"):
-        assert open(os.path.join(two, name)).read() == open(os.path.join(reference, name)).read(), name
-    records = [json.load(open(p)) for p in glob.glob(os.path.join(two, "_manifest", "*.json"))]
-    assert {r["written_by"]["process_index"] for r in records} == {0, 1}
-    assert {r["written_by"]["num_processes"] for r in records} == {2}
-    summaries = [json.loads(line[len("reinforce: "):]) for line in done.stdout.splitlines()
-                 if line.startswith("reinforce: {")]
-    assert sorted(s["process_index"] for s in summaries) == [0, 1]
-    assert sorted(shard for s in summaries for shard in s["processed_shards"]) == sorted(expected)
-    # One progress bar, on the main process, with the rate and the ETA.
-    assert "process 0 of 2: 5 of 10 shards" in done.stderr and "process 1 of 2" not in done.stderr
-    assert re.search(r"\| *\d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+sample/s\]", done.stderr), done.stderr[-2000:]
-
-
-def test_cli_storage_estimate_max_samples_and_max_shards(models, tmp_path, capsys):
-    data = write_tar_dataset(str(tmp_path / "data"))
-    argv = _cli(data, str(tmp_path / "out"), models, "--max-samples", "7", "--embedding-format", "pth.gz",
-                "--no-progress")[3:]
-    first = main(argv + ["--max-shards", "1"])  # a clean stop after one shard (e.g. a job's time limit)
-    assert first["processed_shards"] == ["00000000.tar"] and "complete" not in first
-    assert ("storage estimate (N_aug 3 + 1 + n_syn 2) x D_total 40 x 2 B = 480 B per sample (embeddings only; plus "
-            "images and JSON); 7 samples -> 3.36 kB") in capsys.readouterr().out
-    summary = main(argv)
-    assert summary["processed_shards"] == ["00000001.tar"] and summary["complete"] and summary["total_uids"] == 5
-    ds = _load(str(tmp_path / "out"), joins=False)
-    assert len(ds) == 5 and np.asarray(ds[0]["image_emb"]).shape == (3, 40)

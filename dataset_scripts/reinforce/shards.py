@@ -1,0 +1,130 @@
+"""Output shards: byte-deterministic tar and embedding encodings, ``.partial`` + rename, the manifest and resume.
+
+A shard is written to ``<name>.tar.partial`` and renamed when complete, then its manifest record
+``_manifest/<name>.json`` (size, sha256, skipped samples, which process wrote it) is written; a shard counts as done
+when both exist and agree on the size, so rerunning the same command after a crash or a kill resumes with the
+unfinished shards and never duplicates one (left-over ``*.partial`` files are removed). When every shard is done,
+``manifest.jsonl`` collects the records.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import zipfile
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+import torch
+
+MANIFEST_DIR = "_manifest"
+PARTIAL_SUFFIX = ".partial"
+
+
+def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """``np.savez`` equivalent with fixed zip timestamps (savez stamps the current time, breaking byte equality)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_pth_gz(arrays: dict[str, np.ndarray]) -> bytes:
+    """gzip (mtime 0) of ``torch.save`` of bfloat16 tensors, as in ``apple/DataCompDR-12M-bf16``."""
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16) for k, v in arrays.items()}, buffer)
+    return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+class ShardWriter:
+    """A tar with fixed member metadata (mtime, owner, mode), so equal content gives equal bytes."""
+
+    def __init__(self, path: str):
+        self.tar = tarfile.open(path, "w", format=tarfile.GNU_FORMAT)
+
+    def add(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+        info.uname = info.gname = ""
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}{PARTIAL_SUFFIX}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def shard_path(output: str, name: str) -> str:
+    return os.path.join(output, f"{name}.tar")
+
+
+def partial_shard_path(output: str, name: str) -> str:
+    """Where a shard is written until it is complete."""
+    return f"{shard_path(output, name)}{PARTIAL_SUFFIX}"
+
+
+def commit_shard(output: str, name: str, source: str, num_uids: int, skipped: Counter,
+                 written_by: Optional[dict]) -> dict:
+    """Rename the complete ``.partial`` shard to ``<name>.tar``, then write its manifest record; return the record."""
+    final, partial = shard_path(output, name), partial_shard_path(output, name)
+    with open(partial, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    os.replace(partial, final)
+    record = {"shard": f"{name}.tar", "num_uids": num_uids, "bytes": os.path.getsize(final),
+              "sha256": digest, "source": source, "skipped": dict(sorted(skipped.items())),
+              "written_by": written_by or {"process_index": 0, "num_processes": 1}}
+    os.makedirs(os.path.join(output, MANIFEST_DIR), exist_ok=True)
+    atomic_write(_record_path(output, name), json.dumps(record, sort_keys=True).encode("utf-8"))
+    return record
+
+
+def _record_path(output: str, name: str) -> str:
+    return os.path.join(output, MANIFEST_DIR, f"{name}.json")
+
+
+def shard_done(output: str, name: str) -> bool:
+    record, tar = _record_path(output, name), shard_path(output, name)
+    if not (os.path.exists(record) and os.path.exists(tar)):
+        return False
+    try:
+        with open(record, encoding="utf-8") as f:
+            return json.load(f).get("bytes") == os.path.getsize(tar)
+    except (OSError, ValueError):
+        return False
+
+
+def write_manifest(output: str) -> list[dict]:
+    """Collect the per-shard records into ``manifest.jsonl`` (one ``{"shard", "num_uids", ...}`` per line)."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(output, MANIFEST_DIR, "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            records.append(json.load(f))
+    lines = "".join(json.dumps({k: r[k] for k in ("shard", "num_uids", "bytes", "sha256", "source", "skipped")},
+                               sort_keys=True) + "\n" for r in records)
+    atomic_write(os.path.join(output, "manifest.jsonl"), lines.encode("utf-8"))
+    return records
+
+
+def remove_stale_partials(output: str) -> list[str]:
+    """Half-written files of a killed run (``*.partial``); complete files are only ever made by a rename."""
+    stale = glob.glob(os.path.join(output, f"*{PARTIAL_SUFFIX}"))
+    stale += glob.glob(os.path.join(output, MANIFEST_DIR, f"*{PARTIAL_SUFFIX}"))
+    for path in stale:
+        os.remove(path)
+    return stale

@@ -1,0 +1,69 @@
+"""`load_dataset("datacompdr")` wiring (dataset_scripts/datacompdr/registry.py): the packaged-module entry names the
+builder module under a hash of every source file, and the factory hook resolves config names without scanning the
+working directory."""
+
+from pathlib import Path
+
+import datasets
+import pytest
+from datasets import load_dataset, load_dataset_builder
+
+import dataset_scripts  # noqa: F401  (registers load_dataset("datacompdr"))
+from datacompdr_shards import (
+    TEACHERS,
+    fresh_datacompdr_stats,  # noqa: F401  (autouse fixture: each test starts at zero counts)
+    write_shards,
+)
+from dataset_scripts.datacompdr import DataCompDR
+
+
+def test_config_name_alone_targets_apple_hub_repo_not_cwd(tmp_path, monkeypatch):
+    """`load_dataset("datacompdr", "12m")` resolves the Hub shards (offline here, so it must fail *on the Hub*),
+    and never picks up files from the working directory."""
+    write_shards(tmp_path, n_shards=1, per_shard=1)  # a tar in the cwd that must not be used
+    monkeypatch.chdir(tmp_path)
+    if datasets.config.HF_HUB_OFFLINE:  # the Hub listing is refused, naming Apple's repo
+        with pytest.raises(ConnectionError, match="apple/DataCompDR-12M"):
+            load_dataset("datacompdr", "12m", streaming=True, split="train")
+    else:
+        files = load_dataset_builder("datacompdr", "12m").config.data_files["train"]
+        assert len(files) == 1024 and files[0].startswith("hf://datasets/apple/DataCompDR-12M")
+    with pytest.raises(ValueError, match="has no data files; pass data_files="):
+        load_dataset("datacompdr", streaming=True, split="train")
+    # other packaged builders are untouched by the registration
+    (tmp_path / "rows.jsonl").write_text('{"a": 1}\n')
+    assert load_dataset("json", data_files="rows.jsonl", split="train", cache_dir=str(tmp_path / "c"))[0] == {"a": 1}
+
+
+def test_registered_module_defines_the_builder_and_its_hash_covers_every_source(tmp_path):
+    """datasets imports the registered module and takes the DatasetBuilder subclass defined there; the hash that keys
+    the Arrow cache covers every file of the datacompdr subpackage plus augment_replay.py, so editing any of them
+    gives prepared copies a new cache folder."""
+    from datasets.load import import_main_class
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    from dataset_scripts.datacompdr import registry
+
+    module_path, module_hash = _PACKAGED_DATASETS_MODULES["datacompdr"]
+    assert module_path == "dataset_scripts.datacompdr.builder" and import_main_class(module_path) is DataCompDR
+    sources = registry.builder_sources()
+    package = Path(registry.__file__).parent
+    assert sorted(sources) == sorted([*package.glob("*.py"), package.parent / "augment_replay.py"])
+    assert module_hash == registry.source_hash(sources)
+    write_shards(tmp_path / "shards", n_shards=1, per_shard=1)
+    builder = load_dataset_builder("datacompdr", data_files=str(tmp_path / "shards" / "*.tar"), teachers=TEACHERS,
+                                   cache_dir=str(tmp_path / "cache"))
+    assert builder.hash == module_hash and Path(builder.cache_dir).name == module_hash
+
+    copies = []
+    for source in sources:
+        copy = tmp_path / "copies" / source.parent.name / source.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+        copies.append(copy)
+    assert registry.source_hash(copies) == module_hash
+    for copy in copies:
+        original = copy.read_text(encoding="utf-8")
+        copy.write_text(original + "\nEDITED = True\n", encoding="utf-8")
+        assert registry.source_hash(copies) != module_hash, copy
+        copy.write_text(original, encoding="utf-8")

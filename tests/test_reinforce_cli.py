@@ -1,0 +1,122 @@
+"""The reinforcement tool's command line (dataset_scripts/reinforce/cli.py): `python -m dataset_scripts.reinforce`
+killed and resumed, two `accelerate launch` processes, the storage estimate and job-sized stops, and the
+`mobileclip-reinforce` console script."""
+
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+
+import numpy as np
+import pytest
+
+import dataset_scripts  # noqa: F401  (registers "datacompdr")
+from dataset_scripts.reinforce import main
+from reinforce_inputs import (
+    CROP,
+    REPO,
+    load_reinforced,
+    shard_bytes,
+    tiny_models_fixture,  # noqa: F401  (provides the module-scoped models fixture)
+    write_tar_dataset,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _cli(data, out, models, *extra):
+    return [sys.executable, "-m", "dataset_scripts.reinforce", "--dataset", data, "--output", out,
+            "--teachers", f"{models['open_clip_at_crop']},{models['mobileclip']}",
+            "--teacher-logit-scales", "100,100", "--captioner", models["coca"], "--num-captions", "2",
+            "--num-augmentations", "3", "--crop-size", str(CROP), "--seed", "3", "--batch-size", "2",
+            "--max-caption-tokens", "10", "--device", "cpu", *extra]
+
+
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_and_two_processes_match_one(models, tmp_path):
+    data = write_tar_dataset(str(tmp_path / "data"), per_shard=1)  # 10 shards, 3 of them without a good sample
+    reference = str(tmp_path / "ref")
+    main(_cli(data, reference, models, "--no-progress")[3:])
+    expected = shard_bytes(reference)
+    assert len(expected) == 10
+
+    # A real SIGKILL of the CLI as soon as it has finished one shard (the next one is then being written).
+    killed = str(tmp_path / "killed")
+    proc = subprocess.Popen(_cli(data, killed, models, "--no-progress"), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not glob.glob(os.path.join(killed, "_manifest", "*.json")):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(glob.glob(os.path.join(killed, "_manifest", "*.json")))
+    assert 1 <= done_before < 10 and not os.path.exists(os.path.join(killed, "manifest.jsonl"))
+    summary = main(_cli(data, killed, models, "--no-progress")[3:])
+    assert summary["done_before"] == done_before and len(summary["processed_shards"]) == 10 - done_before
+    assert shard_bytes(killed) == expected
+    assert not glob.glob(os.path.join(killed, "**", "*.partial"), recursive=True)
+
+    # Two real processes (torchrun + gloo on the CPU), progress bar on: the same bytes as one process.
+    two = str(tmp_path / "two")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(_free_port()), "-m", "dataset_scripts.reinforce"] + _cli(data, two, models)[3:]
+    done = subprocess.run(launch, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert shard_bytes(two) == expected
+    for name in ("manifest.jsonl", "config.json"):
+        assert open(os.path.join(two, name)).read() == open(os.path.join(reference, name)).read(), name
+    records = [json.load(open(p)) for p in glob.glob(os.path.join(two, "_manifest", "*.json"))]
+    assert {r["written_by"]["process_index"] for r in records} == {0, 1}
+    assert {r["written_by"]["num_processes"] for r in records} == {2}
+    summaries = [json.loads(line[len("reinforce: "):]) for line in done.stdout.splitlines()
+                 if line.startswith("reinforce: {")]
+    assert sorted(s["process_index"] for s in summaries) == [0, 1]
+    assert sorted(shard for s in summaries for shard in s["processed_shards"]) == sorted(expected)
+    # One progress bar, on the main process, with the rate and the ETA.
+    assert "process 0 of 2: 5 of 10 shards" in done.stderr and "process 1 of 2" not in done.stderr
+    assert re.search(r"\| *\d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+sample/s\]", done.stderr), done.stderr[-2000:]
+
+
+def test_cli_storage_estimate_max_samples_and_max_shards(models, tmp_path, capsys):
+    data = write_tar_dataset(str(tmp_path / "data"))
+    argv = _cli(data, str(tmp_path / "out"), models, "--max-samples", "7", "--embedding-format", "pth.gz",
+                "--no-progress")[3:]
+    first = main(argv + ["--max-shards", "1"])  # a clean stop after one shard (e.g. a job's time limit)
+    assert first["processed_shards"] == ["00000000.tar"] and "complete" not in first
+    assert ("storage estimate (N_aug 3 + 1 + n_syn 2) x D_total 40 x 2 B = 480 B per sample (embeddings only; plus "
+            "images and JSON); 7 samples -> 3.36 kB") in capsys.readouterr().out
+    summary = main(argv)
+    assert summary["processed_shards"] == ["00000001.tar"] and summary["complete"] and summary["total_uids"] == 5
+    ds = load_reinforced(str(tmp_path / "out"), joins=False)
+    assert len(ds) == 5 and np.asarray(ds[0]["image_emb"]).shape == (3, 40)
+
+
+def test_console_script_runs_the_cli_and_exits_zero(models, tmp_path):
+    """pyproject's `mobileclip-reinforce` entry point, called the way the installed wrapper calls it
+    (`sys.exit(entry())`): a finished run exits 0 rather than with main's summary dict."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        module, _, function = tomllib.load(f)["project"]["scripts"]["mobileclip-reinforce"].partition(":")
+    wrapper = f"import sys; from {module} import {function}; sys.exit({function}())"
+    out = str(tmp_path / "out")
+    argv = _cli(write_tar_dataset(str(tmp_path / "data")), out, models, "--max-samples", "1", "--no-progress")[3:]
+    done = subprocess.run([sys.executable, "-c", wrapper, *argv], env=_env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"complete": true' in done.stdout and len(load_reinforced(out, joins=False)) == 1
