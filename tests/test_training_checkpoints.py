@@ -1,0 +1,95 @@
+"""Checkpoints of train_accelerate.py (modeling_mobileclip/training/checkpoints.py): rotation under a kill, and a
+resume that runs no code from the checkpoint folder."""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from modeling_mobileclip.training.checkpoints import COMPLETE_MARKER, checkpoint_folders, latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+TOY = ["--toy-spec", "num_train=32,samples_per_shard=16,num_augmentations=2,teacher_images=64,teacher_steps=5,"
+       "teacher_batch_size=16"]
+
+
+def train_code(cache, out, *extra, before=""):
+    """A Python program that (after `before`) runs train_accelerate.main on the toy set, in a fresh process."""
+    flags = [*TOY, "--cache-dir", str(cache), "--output-dir", str(out), "--batch-size", "4", "--eval-every", "100",
+             "--report-to", "jsonl", "--no-progress", *extra]
+    return textwrap.dedent(before) + f"\nimport train_accelerate\ntrain_accelerate.main({flags!r})\n"
+
+
+def run(code, expect_rc=0):
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == expect_rc, result.stderr[-3000:]
+    return result
+
+
+def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
+    """--checkpoints-total-limit 1: the second save is killed (SIGKILL) after accelerate wrote the model but before
+    the marker; the first checkpoint must survive and --resume must find it."""
+    out = tmp_path / "run"
+    kill_in_second_save = """
+        import os, signal
+        import accelerate
+        original, calls = accelerate.Accelerator.save_state, []
+        def save_state(self, *args, **kwargs):
+            calls.append(1)
+            path = original(self, *args, **kwargs)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return path
+        accelerate.Accelerator.save_state = save_state
+    """
+    run(train_code(tmp_path / "cache", out, "--max-steps", "6", "--checkpoint-every", "2",
+                   "--checkpoints-total-limit", "1", before=kill_in_second_save), expect_rc=-9)
+    folders = checkpoint_folders(out)
+    assert [(folder / COMPLETE_MARKER).is_file() for _, folder in folders] == [True, False]
+    path, _ = latest_checkpoint(out)
+    assert (path / COMPLETE_MARKER).read_text() == '{"step": 2}'
+
+
+    run(train_code(tmp_path / "cache", out, "--max-steps", "6", "--checkpoint-every", "2",
+                   "--checkpoints-total-limit", "1", "--resume", str(out)))
+    assert [(folder / COMPLETE_MARKER).is_file() for _, folder in checkpoint_folders(out)] == [True]
+    assert (out / "model.safetensors").is_file()
+
+
+class _Payload:
+    """Unpickling this creates a marker file: what a crafted checkpoint would do with full pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("member, refusal", [
+    # nothing of ours is pickled (our state is JSON), so no custom object is registered: accelerate refuses the file
+    ("custom_checkpoint_0.pkl", "does not match the number of registered objects"),
+    # accelerate reads its own files with torch.load(weights_only=True) (numpy's array types allowed): refused; a
+    # bad RNG file is skipped by accelerate ("Could not load random states", at INFO level) and the run goes on
+    ("random_states_0.pkl", None),
+    ("optimizer.bin", "Weights only load failed"),
+])
+def test_resume_runs_no_code_from_a_crafted_checkpoint(tmp_path, member, refusal):
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    run(train_code(tmp_path / "cache", out, "--max-steps", "2", "--checkpoint-every", "2"))
+    path, _ = latest_checkpoint(out)
+    (path / member).write_bytes(pickle.dumps(_Payload(str(marker))))
+    result = subprocess.run([sys.executable, "-c", train_code(tmp_path / "cache", out, "--max-steps", "4",
+                                                              "--checkpoint-every", "2", "--resume", str(out))],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert not marker.exists(), f"{member}: unpickling ran code"
+    if refusal is None:
+        assert result.returncode == 0, result.stderr[-2000:]
+    else:
+        assert result.returncode != 0 and refusal in result.stderr, result.stderr[-2000:]
