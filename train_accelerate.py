@@ -612,8 +612,8 @@ class StepBatches(torch.utils.data.Dataset):
 
 def load_eval_split(data: dict, args) -> dict:
     """The held-out set with its roles: {"ds", "image", "label" or None, "caption" or None, "classnames", ...}."""
-    from modeling_mobileclip import evaluate as mc_eval
-    from modeling_mobileclip.zeroshot import load_templates
+    from modeling_mobileclip.evaluation import eval_dataset as mc_eval
+    from modeling_mobileclip.evaluation.prompts import load_templates
 
     spec = data["eval"]
     ds = mc_eval.load_eval_dataset(spec, cache_dir=str(Path(args.cache_dir) / "datasets") if args.cache_dir else None)
@@ -682,7 +682,7 @@ def train_loader(steps: StepBatches, start: int, stop: int, num_workers: int):
 @torch.no_grad()
 def evaluate(run: dict) -> dict:
     """Held-out zero-shot accuracy and image<->text recall@k; image features gathered with `gather_for_metrics`."""
-    from modeling_mobileclip.zeroshot import load_metric, retrieval_similarity, zeroshot_logits
+    from modeling_mobileclip.evaluation.zeroshot import load_metric, retrieval_similarity, zeroshot_logits
 
     accelerator, student, roles = run["accelerator"], run["student"], run["eval_roles"]
     model = accelerator.unwrap_model(run["model"])
@@ -808,7 +808,7 @@ class HubUploader:
     def checkpoint(self, path: Path, step: int) -> None:
         if not self.enabled:
             return
-        from modeling_mobileclip.hub import push_folder_to_hub
+        from hub_cards.push import push_folder_to_hub
 
         self.wait()  # the previous upload had a whole checkpoint interval; uploads never pile up
         self.pending = push_folder_to_hub(path, self.repo_id, commit_message=f"Checkpoint at step {step}",
@@ -818,7 +818,7 @@ class HubUploader:
     def wait(self) -> None:
         if self.pending is None:
             return
-        from modeling_mobileclip.hub import HubPushError
+        from hub_cards.push import HubPushError
 
         try:
             self.pending.result()
@@ -829,7 +829,7 @@ class HubUploader:
     def final(self) -> None:
         if not self.enabled:
             return
-        from modeling_mobileclip.hub import push_folder_to_hub
+        from hub_cards.push import push_folder_to_hub
 
         self.wait()
         push_folder_to_hub(self.folder, self.repo_id, commit_message="Final model (train_accelerate.py)",

@@ -309,7 +309,7 @@ def train_teacher(model, processor, images: list, captions: list[str], groups: l
 
 
 def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log) -> list:
-    from modeling_mobileclip.zeroshot import zeroshot_accuracy
+    from modeling_mobileclip.evaluation.zeroshot import zeroshot_accuracy
 
     from .teachers import teacher_from_transformers
 
