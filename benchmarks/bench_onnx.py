@@ -17,7 +17,8 @@ from common import (Schedule, benchmark_parser, format_ratio, interleaved_times,
                     tiny_config, trained_magnitudes)
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
-from modeling_mobileclip.export import encoders, example_inputs, export_onnx, verify_onnx
+from modeling_mobileclip.export.encoders import encoders, example_inputs
+from modeling_mobileclip.export.onnx_export import export_onnx, verify_onnx
 
 
 def variant_rows(config: MobileCLIPConfig, name: str, batches: list[int], schedule: Schedule,

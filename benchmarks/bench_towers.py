@@ -28,7 +28,9 @@ from timm.utils.model import reparameterize_model
 from transformers import Sam3LiteTextConfig, Sam3LiteTextTextModel
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
-from modeling_mobileclip.convert import LoadedCheckpoint, build_model, convert_state_dict, detect_format
+from modeling_mobileclip.conversion.checkpoint import LoadedCheckpoint, detect_format
+from modeling_mobileclip.conversion.convert import build_model
+from modeling_mobileclip.conversion.mapping import convert_state_dict
 
 # Variant -> (timm model of the same image tower, our preset built). MobileCLIP-B's is timm's `vit_base_mci_224`, i.e.
 # the MobileCLIP2-B tower (stem padding 0, LayerNorm eps 1e-6); Apple's v1 B differs only in those constants, not in

@@ -20,7 +20,7 @@ Everything is generated from a seed; nothing is downloaded. The pipeline is the 
    measures the picture it is given (background from the border pixels, shape colour from the rest, shape from the
    fill ratio, hole and aspect of its bounding box, size and position from its extent and centroid).
 4. **Held-out evaluation set** (`eval/`, a `datasets.save_to_disk` folder, also usable with
-   `python -m modeling_mobileclip.evaluate --dataset <root>/eval`): one picture per (colour, shape, background, size),
+   `python -m modeling_mobileclip.evaluation --dataset <root>/eval`): one picture per (colour, shape, background, size),
    144 images, with `label` (24 "colour shape" classes, a `ClassLabel`) and a human-style `caption` unique per image.
 
 The folder is keyed by :class:`ToySpec` and `TOY_VERSION`, built in a temporary folder and renamed into place, so a
@@ -309,7 +309,7 @@ def train_teacher(model, processor, images: list, captions: list[str], groups: l
 
 
 def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log) -> list:
-    from modeling_mobileclip.zeroshot import zeroshot_accuracy
+    from modeling_mobileclip.evaluation.zeroshot import zeroshot_accuracy
 
     from .teachers import teacher_from_transformers
 

@@ -313,7 +313,7 @@ def _slug(text: str) -> str:
 
 def _eval_results(eval_results) -> list[EvalResult]:
     """EvalResults from EvalResult objects, flat dicts, or result rows `{"dataset", "metrics", "key"?, "split"?}`
-    (modeling_mobileclip.evaluate writes these; train_accelerate's `evaluate()` dict fits in "metrics", where a
+    (modeling_mobileclip.evaluation writes these; train_accelerate's `evaluate()` dict fits in "metrics", where a
     tracker namespace such as "eval/" is dropped from the metric names)."""
     results = []
     for i, item in enumerate(eval_results or []):
@@ -334,7 +334,7 @@ def _eval_results(eval_results) -> list[EvalResult]:
         else:
             raise ValueError(f"eval_results[{i}] is {item!r}; expected a huggingface_hub.EvalResult, a dict with "
                              "dataset_type, dataset_name, metric_type, metric_value, or a results row "
-                             "{'dataset', 'metrics', 'key'?, 'split'?} as written by modeling_mobileclip.evaluate.")
+                             "{'dataset', 'metrics', 'key'?, 'split'?} as written by modeling_mobileclip.evaluation.")
     return results
 
 
@@ -458,7 +458,7 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
         datasets: Hub ids of the training data for the metadata (default for converted weights: Apple's training
             set).
         eval_results: This checkpoint's results (`EvalResult`s, dicts, or result rows `{"dataset", "metrics"}` as
-            written by `modeling_mobileclip.evaluate` or built from train_accelerate's `evaluate()`), written to
+            written by `modeling_mobileclip.evaluation` or built from train_accelerate's `evaluate()`), written to
             `model-index` and a table.
         training: How the weights were trained, for the "Training" section: `{"data": Hub id(s) or paths,
             "teachers": [{"model", "pretrained", "embedding_dim", "logit_scale"}, ...] (embedding order),

@@ -71,7 +71,7 @@ def calibrated(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     calibrated, they differ by ~0.4, so equality and ranking checks on them mean something."""
     from fixtures.convert_checkpoints import calibrate_batchnorm
 
-    from modeling_mobileclip.export import example_inputs
+    from modeling_mobileclip.export.encoders import example_inputs
 
     model = randomize_statistics(model, seed).eval()
     inputs = example_inputs(model, batch=8, seed=seed)

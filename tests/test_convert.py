@@ -1,42 +1,26 @@
-"""Converter behaviour: key tables, format detection, safe loading, bad input, the output folder and the CLI.
+"""Converter behaviour: key tables, format detection, safe loading and bad input, through the Python API.
 
-Numerical parity against independent implementations lives in test_parity.py. Here, checkpoints of tiny configs are
-produced from our own model through the inverse of the key tables (enough to test reading and I/O), and full-size
-Apple layouts come from the recorded fixture (tests/fixtures/apple_v1_checkpoint_layout.json).
+Numerical parity against independent implementations lives in test_parity.py, the command line and the output folder
+in test_conversion_cli.py. Here, checkpoints of tiny configs are produced from our own model through the inverse of
+the key tables (enough to test reading and I/O), and full-size Apple layouts come from the recorded fixture
+(tests/fixtures/apple_v1_checkpoint_layout.json).
 """
 
-import json
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 from conftest import randomize_statistics, tiny_config
-from fake_hub import fake_hub_fixture  # noqa: F401  (provides the fake_hub fixture)
-from fixtures.convert_checkpoints import (
-    APPLE_LAYOUT_OF,
-    constant_apple_state_dict,
-    meta_apple_state_dict,
-    random_apple_state_dict,
-)
-from safetensors.torch import load_file, save_file
+from fixtures.convert_checkpoints import APPLE_LAYOUT_OF, meta_apple_state_dict
+from safetensors.torch import save_file
 
 from modeling_mobileclip import MOBILECLIP_VARIANTS, MobileCLIPConfig, MobileCLIPModel
-from modeling_mobileclip import convert as convert_module
-from modeling_mobileclip.convert import (
-    ConversionError,
-    KeyMismatchError,
-    LoadedCheckpoint,
-    convert,
-    convert_state_dict,
-    main,
-    read_checkpoint,
-)
-from modeling_mobileclip.convert_keymaps import RESHAPE, TRANSPOSE, KeyTableError, key_table
+from modeling_mobileclip.conversion.checkpoint import LoadedCheckpoint, read_checkpoint
+from modeling_mobileclip.conversion.convert import convert
+from modeling_mobileclip.conversion.errors import ConversionError, KeyMismatchError
+from modeling_mobileclip.conversion.keymaps import RESHAPE, TRANSPOSE, KeyTableError, key_table
+from modeling_mobileclip.conversion.mapping import convert_state_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +75,7 @@ def tiny_mci5():
     return model
 
 
-def _assert_same_weights(model_a, model_b):
+def assert_same_weights(model_a, model_b):
     a, b = model_a.state_dict(), model_b.state_dict()
     assert a.keys() == b.keys()
     for key in a:
@@ -183,7 +167,7 @@ def test_nonzero_projection_bias_is_refused_by_a_bias_free_preset_and_zero_bias_
     torch.save(state, tmp_path / "zero.pt")
     converted, report = convert(tmp_path / "zero.pt", config=model.config)
     assert report.dropped_zero_keys == ["zero.pt: visual.trunk.head.bias"]
-    _assert_same_weights(converted, model)
+    assert_same_weights(converted, model)
     state["visual.trunk.head.bias"] = torch.full_like(state["visual.trunk.head.bias"], 0.1)
     torch.save(state, tmp_path / "nonzero.pt")
     with pytest.raises(KeyMismatchError, match="non-zero image-projection bias") as info:
@@ -208,7 +192,7 @@ def test_open_clip_checkpoint_containers_convert_identically(tiny_mci5, tmp_path
     else:
         torch.save(state, path)
     converted, report = convert(path, config=tiny_mci5.config)
-    _assert_same_weights(converted, tiny_mci5)
+    assert_same_weights(converted, tiny_mci5)
     assert report.sources[0].format == "open_clip"
     if container.startswith("wrapped"):
         assert "other top-level entries, not weights: epoch, name" in report.sources[0].notes[0]
@@ -223,7 +207,7 @@ def test_apple_format_tiny_round_trip(family, tmp_path):
     torch.save(to_format(model, "apple"), tmp_path / "apple.pt")
     converted, report = convert(tmp_path / "apple.pt", config=model.config)
     assert report.sources[0].format == "apple"
-    _assert_same_weights(converted, model)
+    assert_same_weights(converted, model)
 
 
 def test_timm_image_checkpoint_needs_a_text_checkpoint(tiny_mci5, tmp_path):
@@ -236,7 +220,7 @@ def test_timm_image_checkpoint_needs_a_text_checkpoint(tiny_mci5, tmp_path):
     converted, report = convert(tmp_path / "image.safetensors", config=tiny_mci5.config,
                                 text_checkpoint=tmp_path / "text.pt")
     assert [s.format for s in report.sources] == ["timm", "open_clip"]
-    _assert_same_weights(converted, tiny_mci5)
+    assert_same_weights(converted, tiny_mci5)
     # A "text" checkpoint that also carries the image tower: both files provide it, which is refused.
     torch.save(full, tmp_path / "full.pt")
     with pytest.raises(KeyMismatchError, match="provided by more than one file") as info:
@@ -256,7 +240,7 @@ def test_timm_image_checkpoint_with_an_apple_text_file(tiny_s0, tmp_path):
                                 text_checkpoint=tmp_path / "text.pt")
     assert [s.format for s in report.sources] == ["timm", "apple"]
     assert report.dropped_zero_keys == ["image.safetensors: head.fc.bias"]  # timm's zero bias, S0 has none
-    _assert_same_weights(converted, tiny_s0)
+    assert_same_weights(converted, tiny_s0)
     torch.save(apple, tmp_path / "mobileclip_s0.pt")
     with pytest.raises(KeyMismatchError, match="mobileclip_s0.pt holds the whole .* model by itself: convert it alone"):
         convert(tmp_path / "image.safetensors", config=tiny_s0.config, text_checkpoint=tmp_path / "mobileclip_s0.pt")
@@ -312,160 +296,3 @@ def test_pickles_with_code_are_refused_without_running_it(tmp_path, protocol):
     with pytest.raises(ConversionError, match="weights_only=True"):
         read_checkpoint(path)
     assert not marker.exists()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI and output folder (full-size mobileclip-s0; "constant" files are stride-0 tensors, a few hundred KB on disk)
-# ----------------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def s0_constant_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mobileclip_s0_constant.pt"
-    torch.save(constant_apple_state_dict("mobileclip_s0"), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def s0_random_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mobileclip_s0.pt"
-    torch.save(random_apple_state_dict("mobileclip_s0", seed=3), path)
-    return path
-
-
-@pytest.fixture
-def stub_card(monkeypatch):
-    """Skip the model card's widget inference (seconds per call) in tests about the folder, not the card."""
-    def write(folder, *args, **kwargs):
-        (folder / "README.md").write_text("card")
-
-    monkeypatch.setattr(convert_module, "_write_model_card", write)
-
-
-def _hidden_leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
-
-
-@pytest.mark.slow
-def test_cli_command_writes_a_complete_hub_folder(s0_random_file, tmp_path):
-    """The exact command form, in a fresh interpreter; the folder loads through the Auto classes."""
-    out = tmp_path / "mobileclip-s0"
-    licence = tmp_path / "LICENSE_MODELS"
-    licence.write_text("Apple Machine Learning Research Model License Agreement (test copy)\n")
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "modeling_mobileclip.convert", "--variant", "mobileclip-s0",
-                           "--checkpoint", str(s0_random_file), "--output", str(out), "--license-file", str(licence)],
-                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "apple format, 893 keys" in proc.stdout and f"wrote {out}" in proc.stdout
-    names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
-            "configuration_mobileclip.py", "modeling_mobileclip.py", "processing_mobileclip.py",
-            "README.md", "LICENSE"} <= names
-    assert (out / "LICENSE").read_bytes() == licence.read_bytes()
-    config = json.loads((out / "config.json").read_text())
-    assert config["auto_map"]["AutoModelForZeroShotImageClassification"] == "modeling_mobileclip.MobileCLIPModel"
-    assert {"AutoConfig", "AutoModel"} <= config["auto_map"].keys() and config["variant"] == "mobileclip-s0"
-    card = (out / "README.md").read_text()
-    for line in ("license: other", "license_name: apple-amlr", "library_name: transformers",
-                 "pipeline_tag: zero-shot-image-classification"):
-        assert line in card
-    assert "apple/MobileCLIP-S0" in card  # attribution / provenance
-    assert _hidden_leftovers(tmp_path) == []
-    # Weights are exactly the converted checkpoint.
-    from transformers import AutoModel, AutoProcessor
-
-    model = AutoModel.from_pretrained(out, trust_remote_code=True)
-    expected, _ = convert(s0_random_file, "mobileclip-s0")
-    _assert_same_weights(model, expected)
-    assert AutoProcessor.from_pretrained(out, trust_remote_code=True).image_processor.crop_size["height"] == 256
-
-
-@pytest.mark.slow
-def test_cli_fuse_and_dtype(s0_random_file, tmp_path):
-    out = tmp_path / "fused-bf16"
-    assert main(["--variant", "mobileclip-s0", "--checkpoint", str(s0_random_file), "--output", str(out),
-                 "--fuse", "--dtype", "bf16"]) == 0
-    config = json.loads((out / "config.json").read_text())
-    assert config["vision_config"]["inference_mode"] and config["text_config"]["inference_mode"]
-    assert config["dtype"] == "bfloat16"
-    weights = load_file(str(out / "model.safetensors"))
-    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.bfloat16}
-    assert not any(".rbr_" in k or "conv_scale" in k or "mixer_bn" in k for k in weights)
-    model = MobileCLIPModel.from_pretrained(out)
-    assert model.dtype == torch.bfloat16 and model.config.vision_config.inference_mode
-    # Exactly the un-fused conversion, re-parameterised in float32 and then cast (what test_parity.py measures).
-    unfused, _ = convert(s0_random_file, "mobileclip-s0")
-    _assert_same_weights(model, unfused.reparameterize().to(torch.bfloat16))
-
-
-def test_cli_refuses_an_existing_output_and_a_wrong_variant(s0_constant_file, tmp_path, capsys):
-    out = tmp_path / "exists"
-    out.mkdir()
-    assert main(["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(out)]) == 1
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    s1 = tmp_path / "mobileclip_s1.pt"
-    torch.save(constant_apple_state_dict("mobileclip_s1"), s1)
-    assert main(["--variant", "mobileclip-s0", "--checkpoint", str(s1), "--output", str(tmp_path / "o")]) == 1
-    err = capsys.readouterr().err
-    assert "does not match variant 'mobileclip-s0'" in err and "--variant mobileclip-s1" in err
-    assert not (tmp_path / "o").exists()
-    with pytest.raises(SystemExit) as info:
-        main(["--variant", "mobileclip-s9", "--checkpoint", str(s1), "--output", str(tmp_path / "o")])
-    assert info.value.code == 2
-    assert "mobileclip2-l-14" in capsys.readouterr().err  # the valid variants are listed
-
-
-def test_overwrite_replaces_atomically_and_failures_leave_nothing_behind(s0_constant_file, tmp_path, stub_card):
-    out = tmp_path / "model"
-    out.mkdir()
-    (out / "old.txt").write_text("previous conversion")
-    args = ["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(out),
-            "--overwrite"]
-
-    def fail(*args, **kwargs):
-        raise OSError("disk full")
-
-    # A failure while writing keeps the old folder intact and removes the partial one.
-    with mock.patch.object(convert_module, "_write_model_card", fail), pytest.raises(OSError, match="disk full"):
-        main(args)
-    assert (out / "old.txt").exists() and _hidden_leftovers(tmp_path) == []
-    fresh = tmp_path / "fresh"
-    with mock.patch.object(convert_module, "_verify_saved", fail), pytest.raises(OSError):
-        main([*args[:5], str(fresh)])
-    assert not fresh.exists() and _hidden_leftovers(tmp_path) == []
-    # A successful --overwrite swaps the folder in.
-    assert main(args) == 0
-    assert not (out / "old.txt").exists() and (out / "model.safetensors").exists()
-    assert _hidden_leftovers(tmp_path) == []
-    umask = os.umask(0)
-    os.umask(umask)
-    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
-
-
-def test_push_to_hub_uploads_the_folder_and_it_loads_from_the_hub(s0_constant_file, tmp_path, fake_hub, capsys):
-    """--push-to-hub against the in-process fake Hub: the repo holds exactly the output folder (with the real model
-    card and its widget images) and loads from the Hub; a refused push keeps the converted folder."""
-    from transformers import AutoModel
-
-    out = tmp_path / "pushed"
-    args = ["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(out),
-            "--push-to-hub", "org/mobileclip-s0"]
-    fake_hub.fail("commit", status=403, times=1)
-    assert main(args) == 1
-    assert "hf upload org/mobileclip-s0" in capsys.readouterr().err and (out / "model.safetensors").exists()
-    assert main([*args, "--overwrite", "--private"]) == 0
-    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert fake_hub.files("org/mobileclip-s0") == local
-    assert any(name.startswith("widget/") for name in local) and "sha256" in local["README.md"].decode()
-    assert all(c.message.startswith("Convert mobileclip-s0 from mobileclip_s0_constant.pt")
-               for c in fake_hub.commits("org/mobileclip-s0"))
-    _assert_same_weights(AutoModel.from_pretrained("org/mobileclip-s0", trust_remote_code=True),
-                         MobileCLIPModel.from_pretrained(out))
-
-
-def test_bad_repo_id_fails_before_converting(s0_constant_file, tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["--variant", "mobileclip-s0", "--checkpoint", str(s0_constant_file), "--output", str(tmp_path / "o"),
-              "--push-to-hub", "not a repo id"])
-    assert info.value.code == 2 and "not a repo id" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()

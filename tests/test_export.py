@@ -1,6 +1,10 @@
 """Export: two fused encoders with a dynamic batch, equal to PyTorch in onnxruntime; CoreML conversion; bad input."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -9,7 +13,9 @@ import torch
 from conftest import calibrated, tiny_config
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
-from modeling_mobileclip.export import main as export_main
+from modeling_mobileclip.export.cli import main as export_main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +92,15 @@ def test_export_bad_input_names_the_fix(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"--output '.*file' is a file; pass a directory"):
         export_main(["--model", str(tmp_path / "empty"), "--output", str(tmp_path / "file")])
+
+
+def test_python_dash_m_bad_input_exits_with_the_message(tmp_path):
+    """`python -m modeling_mobileclip.export` (what the `mobileclip-export` console script runs too): bad input is one
+    `error:` line and exit status 1, not a traceback."""
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([sys.executable, "-m", "modeling_mobileclip.export", "--model", str(tmp_path / "empty"),
+                           "--output", str(tmp_path / "out")], cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "error: --model" in done.stderr and "has no config.json" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

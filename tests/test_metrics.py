@@ -1,4 +1,5 @@
-"""The `evaluate` metric modules in modeling_mobileclip/metrics, loaded offline by path, vs hand-computed values."""
+"""The `evaluate` metric modules in modeling_mobileclip/evaluation/metrics, loaded offline by path, vs hand-computed
+values."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_mobileclip.zeroshot import METRICS_DIR, load_metric
+from modeling_mobileclip.evaluation.zeroshot import METRICS_DIR, load_metric
 
 
 ZEROSHOT = str(Path(METRICS_DIR) / "zeroshot_accuracy")

@@ -56,8 +56,9 @@ from modeling_mobileclip import (
     MobileCLIPTextConfig,
     MobileCLIPVisionConfig,
 )
-from modeling_mobileclip import convert as convert_module
-from modeling_mobileclip.convert import convert, main
+from modeling_mobileclip.conversion import output_folder
+from modeling_mobileclip.conversion.cli import main
+from modeling_mobileclip.conversion.convert import convert
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def parity_report():
 @pytest.fixture(autouse=True)
 def stub_card(monkeypatch):
     """The model card runs widget inference; test_convert.py covers it, parity does not need it."""
-    monkeypatch.setattr(convert_module, "_write_model_card", lambda folder, *a, **k: None)
+    monkeypatch.setattr(output_folder, "_write_model_card", lambda folder, *a, **k: None)
 
 
 def _images() -> list[PIL.Image.Image]:

@@ -147,7 +147,7 @@ def reinforce(dataset: str, output: str, teachers: Sequence[Any], captioner: Any
 
 def _push(output: str, repo_id: str) -> None:
     """One commit of the finished dataset (shards, config.json, manifest.jsonl, card) to a Hub dataset repo."""
-    from modeling_mobileclip.hub import push_folder_to_hub
+    from hub_cards.push import push_folder_to_hub
 
     push_folder_to_hub(output, repo_id, repo_type="dataset", commit_message="Add reinforced shards",
                        ignore_patterns=[f"{MANIFEST_DIR}/*", f"*{PARTIAL_SUFFIX}"])

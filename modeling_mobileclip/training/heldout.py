@@ -10,8 +10,8 @@ import torch
 
 def load_eval_split(data: dict, args) -> dict:
     """The held-out set with its roles: {"ds", "image", "label" or None, "caption" or None, "classnames", ...}."""
-    from modeling_mobileclip import evaluate as mc_eval
-    from modeling_mobileclip.zeroshot import load_templates
+    from modeling_mobileclip.evaluation import eval_dataset as mc_eval
+    from modeling_mobileclip.evaluation.prompts import load_templates
 
     spec = data["eval"]
     ds = mc_eval.load_eval_dataset(spec, cache_dir=str(Path(args.cache_dir) / "datasets") if args.cache_dir else None)
@@ -58,7 +58,7 @@ class HeldOut(torch.utils.data.Dataset):
 @torch.no_grad()
 def evaluate(run) -> dict:
     """Held-out zero-shot accuracy and image<->text recall@k; image features gathered with `gather_for_metrics`."""
-    from modeling_mobileclip.zeroshot import load_metric, retrieval_similarity, zeroshot_logits
+    from modeling_mobileclip.evaluation.zeroshot import load_metric, retrieval_similarity, zeroshot_logits
 
     accelerator, student, roles = run.accelerator, run.student, run.eval_roles
     model = accelerator.unwrap_model(run.model)

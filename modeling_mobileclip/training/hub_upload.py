@@ -18,7 +18,7 @@ class HubUploader:
     def checkpoint(self, path: Path, step: int) -> None:
         if not self.enabled:
             return
-        from modeling_mobileclip.hub import push_folder_to_hub
+        from hub_cards.push import push_folder_to_hub
 
         self.wait()  # the previous upload had a whole checkpoint interval; uploads never pile up
         self.pending = push_folder_to_hub(path, self.repo_id, commit_message=f"Checkpoint at step {step}",
@@ -28,7 +28,7 @@ class HubUploader:
     def wait(self) -> None:
         if self.pending is None:
             return
-        from modeling_mobileclip.hub import HubPushError
+        from hub_cards.push import HubPushError
 
         try:
             self.pending.result()
@@ -39,7 +39,7 @@ class HubUploader:
     def final(self) -> None:
         if not self.enabled:
             return
-        from modeling_mobileclip.hub import push_folder_to_hub
+        from hub_cards.push import push_folder_to_hub
 
         self.wait()
         push_folder_to_hub(self.folder, self.repo_id, commit_message="Final model (train_accelerate.py)",

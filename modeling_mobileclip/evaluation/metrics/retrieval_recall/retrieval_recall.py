@@ -2,7 +2,7 @@
 
 The keys match the datacomp / clip_benchmark retrieval rows in Apple's `results/*.jsonl`
 (`image_retrieval_recall@1`, `text_retrieval_recall@1`, ..., `mean_recall@1`).
-Load it offline by directory: `evaluate.load("modeling_mobileclip/metrics/retrieval_recall")`.
+Load it offline by directory: `evaluate.load("modeling_mobileclip/evaluation/metrics/retrieval_recall")`.
 """
 
 # evaluate scans this file for imports to check its dependencies: keep one import per line.
@@ -41,7 +41,7 @@ Returns:
     `dict`: for each k, `image_retrieval_recall@k` and `text_retrieval_recall@k`; then `mean_recall@k` for each k.
 
 Examples:
-    >>> metric = evaluate.load("modeling_mobileclip/metrics/retrieval_recall")
+    >>> metric = evaluate.load("modeling_mobileclip/evaluation/metrics/retrieval_recall")
     >>> sims = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]  # 3 captions x 2 images
     >>> result = metric.compute(predictions=sims, references=[0, 1, 1], k_values=(1,))
     >>> result["image_retrieval_recall@1"], result["text_retrieval_recall@1"], result["mean_recall@1"]

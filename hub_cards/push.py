@@ -1,7 +1,7 @@
 """Pushing models, checkpoints and datasets to the Hugging Face Hub, with retries (not Hub-facing code).
 
     from hub_cards import generate_model_card
-    from modeling_mobileclip.hub import push_folder_to_hub, push_model_to_hub
+    from hub_cards.push import push_folder_to_hub, push_model_to_hub
 
     card = generate_model_card(model, "mobileclip-s0", processor=processor, repo_id="org/mobileclip-s0")
     push_model_to_hub(model, processor, "org/mobileclip-s0", card, commit_message="Add MobileCLIP-S0")

@@ -7,7 +7,8 @@ as a plain tensor), and `processor(images=...)` / `processor(text=...)` prepare 
 
 The classifier follows the OpenAI / open_clip recipe used for Apple's published numbers: embed every
 template filled with a class name, L2-normalise each embedding, average over templates, renormalise.
-Metrics come from the `evaluate` modules in `modeling_mobileclip/metrics/`, loaded offline by path.
+Metrics come from the `evaluate` modules in `metrics/` (next to this module), loaded offline by path;
+templates and class names from `prompts.py`.
 
     classifier = zeroshot_classifier(model, processor, classnames, templates)          # (dim, n_classes)
     metrics = zeroshot_accuracy(model, processor, val_ds, classnames, templates)      # {"acc1", "acc5", ...}
@@ -18,7 +19,6 @@ the training loop can call them on the model it is training.
 """
 
 import contextlib
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -28,93 +28,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .prompts import PLACEHOLDER, check_classnames, check_templates
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-
-# Where the class name goes in a template. `str.replace` (not `str.format`) fills it, so class names
-# containing braces are safe.
-PLACEHOLDER = "{}"
-
-TEMPLATE_SETS = {
-    # The 80 prompts of the CLIP paper, used by open_clip, clip_benchmark and Apple for ImageNet.
-    "openai-imagenet": DATA_DIR / "openai_imagenet_templates.json",
-    "photo": ["a photo of a {}."],
-}
-CLASSNAME_SETS = {
-    # OpenAI's curated ImageNet-1k names, in class-index (sorted WordNet id) order.
-    "imagenet": DATA_DIR / "imagenet_classnames.json",
-}
 
 # How many metric rows go to `evaluate` per `add_batch`: bounds the Arrow conversion's memory.
 _METRIC_CHUNK = 2048
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Templates, class names, metrics
+# Metrics
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _read_string_list(path: Path, what: str) -> list[str]:
-    """A JSON list of strings, or a text file with one entry per non-empty line."""
-    if path.suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise ValueError(f"{what} file {path} must hold a JSON list of strings; got {type(values).__name__}.")
-        return values
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def check_templates(templates: Sequence[str]) -> list[str]:
-    """Return `templates` as a list, or raise if one cannot carry a class name."""
-    if isinstance(templates, str) or len(templates) == 0:
-        raise ValueError(
-            f"templates={templates!r}; expected a non-empty list of prompts such as ['a photo of a {{}}.']."
-        )
-    missing = [(i, t) for i, t in enumerate(templates) if not isinstance(t, str) or PLACEHOLDER not in t]
-    if missing:
-        shown = ", ".join(f"#{i}: {t!r}" for i, t in missing[:5])
-        raise ValueError(
-            f"{len(missing)} of {len(templates)} templates have no '{PLACEHOLDER}' placeholder for the class name "
-            f"({shown}); every class would get the same prompt. Write '{PLACEHOLDER}' where the name goes, "
-            f"e.g. 'a photo of a {PLACEHOLDER}.'."
-        )
-    return list(templates)
-
-
-def check_classnames(classnames: Sequence[str]) -> list[str]:
-    """Return `classnames` as a list, or raise if it is empty or holds non-strings."""
-    if isinstance(classnames, str) or len(classnames) == 0:
-        raise ValueError(f"classnames={classnames!r}; expected a non-empty list of class names.")
-    bad = [(i, c) for i, c in enumerate(classnames) if not isinstance(c, str) or not c.strip()]
-    if bad:
-        raise ValueError(f"classnames hold {len(bad)} empty or non-string entries, e.g. {bad[:5]}.")
-    return list(classnames)
-
-
-def _load_shipped_or_file(name_or_path: str | Path, shipped: dict, what: str, fix: str) -> list[str]:
-    """A shipped list in `shipped` by name (a data file or the list itself), or a `.json` list / `.txt` file."""
-    if isinstance(name_or_path, str) and name_or_path in shipped:
-        source = shipped[name_or_path]
-        return _read_string_list(source, what) if isinstance(source, Path) else list(source)
-    if Path(name_or_path).is_file():
-        return _read_string_list(Path(name_or_path), what)
-    raise ValueError(f"{what} {str(name_or_path)!r} is neither a shipped set ({sorted(shipped)}) nor an existing file; "
-                     f"pass a set name or a .json list / .txt file {fix}.")
-
-
-def load_templates(name_or_path: str | Path) -> list[str]:
-    """A shipped template set (`TEMPLATE_SETS`) by name, or a `.json` list / `.txt` file (one per line)."""
-    fix = f"of prompts with '{PLACEHOLDER}' for the class"
-    return check_templates(_load_shipped_or_file(name_or_path, TEMPLATE_SETS, "templates", fix))
-
-
-def load_classnames(name_or_path: str | Path) -> list[str]:
-    """A shipped class-name list (`CLASSNAME_SETS`) by name, or a `.json` list / `.txt` file (one per line)."""
-    fix = "with one class name per label index"
-    return check_classnames(_load_shipped_or_file(name_or_path, CLASSNAME_SETS, "classnames", fix))
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:

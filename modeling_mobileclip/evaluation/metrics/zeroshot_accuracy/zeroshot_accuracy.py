@@ -2,7 +2,7 @@
 
 The keys match the datacomp / clip_benchmark rows in Apple's `results/*.jsonl` (`acc1`, `acc5`,
 `mean_per_class_recall`), so a row computed here compares directly with the published numbers.
-Load it offline by directory: `evaluate.load("modeling_mobileclip/metrics/zeroshot_accuracy")`.
+Load it offline by directory: `evaluate.load("modeling_mobileclip/evaluation/metrics/zeroshot_accuracy")`.
 """
 
 # evaluate scans this file for imports to check its dependencies: keep one import per line.
@@ -35,7 +35,7 @@ Returns:
     `dict`: `acc{k}` for each k (float, or `None` when `k > n_classes`) and `mean_per_class_recall`.
 
 Examples:
-    >>> metric = evaluate.load("modeling_mobileclip/metrics/zeroshot_accuracy")
+    >>> metric = evaluate.load("modeling_mobileclip/evaluation/metrics/zeroshot_accuracy")
     >>> metric.compute(predictions=[[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], references=[0, 0, 0], top_k=(1,))
     {'acc1': 0.6666666666666666, 'mean_per_class_recall': 0.6666666666666666}
 """

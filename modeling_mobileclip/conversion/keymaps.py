@@ -1,4 +1,4 @@
-"""Explicit source -> target key tables for `modeling_mobileclip.convert` (not Hub-facing; no open_clip import).
+"""Explicit source -> target key tables for the converter (`mapping.py`; not Hub-facing; no open_clip import).
 
 Every table maps one whole source key to one whole key of `MobileCLIPModel.state_dict()` (or to `None` for a key
 that is checked and then dropped), with the tensor transform it needs. Tables are written per module type as
@@ -15,7 +15,7 @@ Source layouts (see docs/mobileclip-reference.md section 2):
 
 from dataclasses import dataclass
 
-from .configuration_mobileclip import MobileCLIPConfig
+from ..configuration_mobileclip import MobileCLIPConfig
 
 COPY = "copy"  # same shape
 TRANSPOSE = "transpose"  # Apple/open_clip [in, out] projection matrices -> nn.Linear [out, in]

@@ -1,9 +1,9 @@
-"""`python -m modeling_mobileclip.evaluate` and `modeling_mobileclip.zeroshot` on tiny random models.
+"""`python -m modeling_mobileclip.evaluation` (`evaluation/cli.py`) on tiny random models.
 
 The CLI works on any model with the CLIPModel API (`get_image_features` / `get_text_features` / `logit_scale`): the
 row tests run on a tiny MobileCLIP-S0-family model with its MobileCLIPProcessor and on a transformers CLIPModel with
 a real CLIP tokenizer (built offline from open_clip's BPE file); the other tests use the CLIPModel. Every metric the
-CLI reports is recomputed here without `modeling_mobileclip.zeroshot`.
+CLI reports is recomputed here without `modeling_mobileclip.evaluation.zeroshot`.
 """
 
 import gzip
@@ -24,8 +24,7 @@ from transformers import (AutoModel, AutoProcessor, CLIPConfig, CLIPImageProcess
                           CLIPTokenizer)
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
-from modeling_mobileclip.evaluate import main, resolve_classnames
-from modeling_mobileclip.zeroshot import encode_images, load_classnames, load_templates, zeroshot_classifier
+from modeling_mobileclip.evaluation.cli import main
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +135,7 @@ def run(*args: str | Path, tmp_path: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Direct computation (no modeling_mobileclip.zeroshot)
+# Direct computation (no modeling_mobileclip.evaluation.zeroshot)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -225,25 +224,6 @@ def test_zeroshot_default_templates_bf16_limit_and_main_metric(tiny_mobileclip, 
     assert row["metrics"]["main_metric"] == row["metrics"]["mean_per_class_recall"]
 
 
-def test_zeroshot_classifier_follows_the_openai_recipe_and_restores_train_mode(tiny_clip):
-    model = CLIPModel.from_pretrained(tiny_clip).train()
-    processor = CLIPProcessor.from_pretrained(tiny_clip)
-    classifier = zeroshot_classifier(model, processor, ["cat", "dog"], TEMPLATES, batch_size=3)
-    assert model.training  # the training loop can call it on the model it is training
-    assert classifier.shape == (16, 2) and classifier.dtype == torch.float32
-    torch.testing.assert_close(classifier.norm(dim=0), torch.ones(2))
-    torch.testing.assert_close(classifier, direct_classifier(model.eval(), processor, ["cat", "dog"], TEMPLATES),
-                               atol=1e-5, rtol=1e-5)  # fmt: skip
-
-
-def test_encode_images_accepts_a_plain_list_of_images(tiny_clip, image_folder):
-    model = CLIPModel.from_pretrained(tiny_clip).eval()
-    processor = CLIPProcessor.from_pretrained(tiny_clip)
-    images = [Image.open(f) for f in sorted(image_folder.glob("*/*.png"))[:3]]  # RGB, L and RGBA
-    features = encode_images(model, processor, images, batch_size=2)
-    torch.testing.assert_close(features, direct_image_features(model, processor, images), atol=1e-5, rtol=1e-5)
-
-
 def test_saved_dataset_and_parquet_give_the_same_row(tiny_clip, tmp_path):
     rng = np.random.default_rng(2)
     features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=["ant", "bee"])})
@@ -257,26 +237,6 @@ def test_saved_dataset_and_parquet_give_the_same_row(tiny_clip, tmp_path):
     parquet = run(*common, "--dataset", tmp_path / "data.parquet", tmp_path=tmp_path)
     assert saved["metrics"] == parquet["metrics"]
     assert (saved["key"], parquet["key"]) == ("saved", "data")
-
-
-def test_shipped_templates_and_classnames():
-    templates = load_templates("openai-imagenet")
-    assert len(templates) == 80 and all("{}" in t for t in templates)
-    assert templates[0] == "a bad photo of a {}."
-    classnames = load_classnames("imagenet")
-    assert len(classnames) == 1000
-    assert (classnames[0], classnames[1], classnames[-1]) == ("tench", "goldfish", "toilet paper")
-
-
-def test_classnames_from_class_label():
-    def labelled(names):
-        features = datasets.Features({"label": datasets.ClassLabel(names=names)})
-        return datasets.Dataset.from_dict({"label": [0]}, features=features)
-
-    assert resolve_classnames(labelled(["golden_retriever", "cat"]), "label", None, "x") == ["golden retriever", "cat"]
-    # An imagefolder of ImageNet's val set is labelled by WordNet id: the shipped names replace them.
-    wordnet_ids = [f"n{i:08d}" for i in range(1000)]
-    assert resolve_classnames(labelled(wordnet_ids), "label", None, "x") == load_classnames("imagenet")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -317,7 +277,7 @@ def test_retrieval_row_matches_brute_force_recall(any_model, caption_folder, tmp
 
 def _module_run(*args, cwd=REPO_ROOT):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "modeling_mobileclip.evaluate", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "modeling_mobileclip.evaluation", *map(str, args)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
@@ -325,7 +285,7 @@ def test_python_dash_m_run_prints_the_same_row(tiny_clip, image_folder, template
     args = ("--model", tiny_clip, "--task", "zeroshot-classification", "--dataset", image_folder,
             "--templates", templates_file, "--cache-dir", tmp_path / "cache", "--num-workers", "0",
             "--no-progress")  # fmt: skip
-    # The module is named `evaluate`; it must still reach the pip package `evaluate` for the metrics.
+    # The package's __main__ (what the `mobileclip-eval` console script runs too), in a fresh interpreter.
     completed = _module_run(*args)
     assert completed.returncode == 0, completed.stderr
     printed = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -1,7 +1,7 @@
 """Offline end-to-end zero-shot run: build a preset with random weights, fuse it, save it as a Hub-style directory,
 reload it through `pipeline("zero-shot-image-classification")` and classify a rendered image.
 
-    python -m modeling_mobileclip.demo --variant mobileclip-s0 --output ./mobileclip-s0-random
+    python -m modeling_mobileclip.evaluation.demo --variant mobileclip-s0 --output ./mobileclip-s0-random
 """
 
 import argparse
@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import pipeline
 
-from . import MobileCLIPConfig, MobileCLIPModel, MobileCLIPProcessor
+from .. import MobileCLIPConfig, MobileCLIPModel, MobileCLIPProcessor
 
 LABELS = ["a red circle", "a blue square", "a green triangle"]
 

@@ -1,0 +1,58 @@
+"""Fixtures and helpers shared by the Hub tests (test_model_card.py, test_dataset_card.py, test_hub_push.py,
+test_fake_hub.py): a tiny model with its processor and a card for it, one torch thread and a private temporary folder
+for every test, front-matter parsing. Fixtures a test requests by name are registered with `name=` (as fake_hub.py's
+`fake_hub_fixture`); a test module imports the ones it uses, and the autouse ones."""
+
+import re
+import tempfile
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config
+
+from hub_cards import generate_model_card
+from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+
+
+def front_matter(text: str) -> dict:
+    match = re.match(r"\A---\n(.*?)\n---\n", text, re.DOTALL)
+    assert match is not None, text[:200]
+    return yaml.safe_load(match.group(1))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The models here are tiny: thread start-up and synchronisation would cost more than the maths (and much more on
+    a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, name="private_tempdir")
+def private_tempdir_fixture(tmp_path, monkeypatch):
+    """The push helpers keep a temporary folder when a push fails (so nothing is lost): keep them in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return tmp_path / "tmp"
+
+
+@pytest.fixture(scope="module", name="tiny_model")
+def tiny_model_fixture():
+    torch.manual_seed(0)
+    return MobileCLIPModel(tiny_config("mci-s0text")).eval()
+
+
+@pytest.fixture(scope="module", name="tiny_processor")
+def tiny_processor_fixture(tokenizer):
+    base = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
+    image_processor = base.image_processor.__class__(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    return MobileCLIPProcessor(image_processor, tokenizer)
+
+
+def own_card(model, processor, repo_id="org/tiny", **kwargs):
+    """A card for weights that are not Apple's (so no AMLR terms)."""
+    return generate_model_card(model, processor=processor, repo_id=repo_id, converted_from_apple=False,
+                               license="apache-2.0", **kwargs)
