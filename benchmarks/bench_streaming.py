@@ -220,11 +220,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is reported)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny, numbers meaningless")
     parser.add_argument("--results-dir", default=str(RESULTS), help="where the tables are written")
+    parser.add_argument("--work-dir", default=None, help="keep the generated shards here (reused by a rerun)")
     args = parser.parse_args()
     if args.quick:
         args.rounds = 2
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    work.mkdir(parents=True, exist_ok=True)
     lines = [f"Machine: {machine()}" + ("  [--quick: not a measurement]" if args.quick else ""), ""]
     try:
         if args.scale:
@@ -265,7 +267,8 @@ def main() -> None:
         Path(args.results_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.results_dir) / f"{name}.md").write_text(text)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

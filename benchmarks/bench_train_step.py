@@ -2,7 +2,7 @@
 process (interleaved rounds, median).
 
 Each step is the body of `train_accelerate.py`'s step on one process: forward of the un-fused model in train mode,
-loss from `modeling_mobileclip.training.losses`, backward, gradient clipping at 1.0, AdamW step (`optim.build_optimizer`).
+loss from `training.losses`, backward, gradient clipping at 1.0, AdamW step (`training.optim.build_optimizer`).
 The teacher embeddings are DataCompDR-shaped (two 768-d teachers, logit scales 100) and precomputed, as the dataset
 stores them. Rows:
 - `clip_loss`: plain CLIP contrastive loss on b images and their b captions (the baseline);

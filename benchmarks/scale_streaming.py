@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,12 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _run(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+
+
 def _uids(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "sample_uids.jsonl").read_text().splitlines()]
 
@@ -39,15 +46,20 @@ def scale_test(work: Path, quick: bool) -> list[str]:
     num_shards, per_shard, batch = (8, 10, 5) if quick else (400, 250, 25)
     total = num_shards * per_shard
     steps = total // (2 * batch)  # each worker's samples divide by the batch: the epoch ends on a full step
-    start = time.perf_counter()
-    dr, images = write_shards(work / "scale", num_shards, per_shard, sizes=[(32, 32)], num_aug=2, dim=16, num_syn=2)
+    start, data = time.perf_counter(), work / f"scale-{num_shards}x{per_shard}"
+    if (data / "complete").is_file():  # --work-dir kept from an earlier run
+        dr, images = json.loads((data / "complete").read_text())
+    else:
+        dr, images = write_shards(data, num_shards, per_shard, sizes=[(32, 32)], num_aug=2, dim=16, num_syn=2)
+        (data / "complete").write_text(json.dumps([dr, images]))
     written = time.perf_counter() - start
+    for run in ("full", "killed"):
+        shutil.rmtree(work / run, ignore_errors=True)
     extra = ("--batch-size", str(batch), "--num-workers", "2", "--epochs", "1", "--max-steps", str(steps),
              "--log-sample-uids", "--shuffle-buffer", "100", "--checkpoint-every", str(max(1, steps // 8)),
              "--checkpoints-total-limit", "2")
     start = time.perf_counter()
-    subprocess.run([*_launch(_port()), *train_command(dr, images, 16, work, work / "full", *extra)], cwd=work,
-                   env=ENV, check=True, capture_output=True)
+    _run([*_launch(_port()), *train_command(dr, images, 16, work, work / "full", *extra)], work)
     epoch_time = time.perf_counter() - start
     full = _uids(work / "full")
     seen = collections.Counter(u for row in full for u in row["uids"])
@@ -62,12 +74,11 @@ def scale_test(work: Path, quick: bool) -> list[str]:
             break
         time.sleep(0.05)
     time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = len(_uids(killed))
-    subprocess.run([*_launch(_port()), *train_command(dr, images, 16, work, killed, *extra, "--resume",
-                                                      str(killed))], cwd=work, env=ENV, check=True,
-                   capture_output=True)
+    _run([*_launch(_port()), *train_command(dr, images, 16, work, killed, *extra, "--resume", str(killed))], work)
     resumed = _uids(killed)
     return [f"{total} samples in {num_shards} shards ({per_shard} each; written in {written:.0f} s), 2 ranks x 2 "
             f"workers, batch {batch} per rank, {steps} steps = 1 epoch in {epoch_time:.0f} s.", "",

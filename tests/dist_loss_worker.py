@@ -23,7 +23,7 @@ import torch.nn.functional as F
 # losses.py needs only torch. Loading it by path skips the package __init__ (transformers + Auto registration, ~4 s
 # per process), which keeps this run well inside its time budget on a small shared CPU.
 _spec = importlib.util.spec_from_file_location(
-    "mobileclip_losses", Path(__file__).resolve().parents[1] / "modeling_mobileclip" / "losses.py")
+    "mobileclip_losses", Path(__file__).resolve().parents[1] / "modeling_mobileclip" / "training" / "losses.py")
 losses = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(losses)
 
