@@ -192,8 +192,8 @@ def main(argv=None) -> None:
     header = machine_header("fp32", args.threads)
     intro = (f"cpu, fp32, {args.threads} threads, {args.schedule.describe()}; ratio = ours / peer; torch "
              f"{torch.__version__}, timm {timm.__version__}, open_clip {open_clip.__version__}")
-    table = ["| tower | peer | batch | ms ours / peer | ratio | fused ms ours / peer | fused ratio | fused speed-up "
-             "(ours) | rel. diff un-fused / fused |", "|---|---|---|---|---|---|---|---|---|"]
+    table = [("| tower | peer | batch | ms ours / peer | ratio | fused ms ours / peer | fused ratio | fused speed-up "
+              "(ours) | rel. diff un-fused / fused |"), "|---|---|---|---|---|---|---|---|---|"]
     print(header_line(header), intro, *table, sep="\n", flush=True)
     measured = []
     for kind, (peers, rows_of) in {"image": (IMAGE_PEERS, image_rows), "text": (TEXT_PEERS, text_rows)}.items():

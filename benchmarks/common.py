@@ -199,7 +199,7 @@ def _cpu_model() -> str:
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -228,7 +228,7 @@ def machine_header(dtype: str, threads: int | None = None) -> dict:
         "dtype": dtype,
         "torch": torch.__version__,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "uncommitted_changes": bool(status) if status is not None else None,
         "command": " ".join(["python", _repo_relative(sys.argv[0]), *sys.argv[1:]]),
@@ -239,23 +239,27 @@ def _yes_no(value) -> str:
     return "not recorded" if value is None else ("yes" if value else "no")
 
 
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
 def header_line(header: dict) -> str:
     """The machine header as the one line that heads every results table."""
     commit = header["commit"] or "unknown commit"
     if header.get("uncommitted_changes"):
         commit += " + uncommitted changes"
-    return (f"*Measured on {header['cpu']}, {header['logical_cpus']} logical CPUs (AVX-512 {_yes_no(header['avx512'])}, "
-            f"AVX512-BF16 {_yes_no(header['avx512_bf16'])}, AMX {_yes_no(header['amx'])}), load average "
-            f"{header['load_average_1min']} at the start; {header['threads']} threads, {header['dtype']}, torch "
-            f"{header['torch']}, OMP_WAIT_POLICY={header['omp_wait_policy']}; commit {commit}, {header['date']}; "
-            f"`{header['command']}`.*")
+    return (f"*Measured on {header['cpu']}, {header['logical_cpus']} logical CPUs (AVX-512 "
+            f"{_yes_no(header['avx512'])}, AVX512-BF16 {_yes_no(header['avx512_bf16'])}, AMX "
+            f"{_yes_no(header['amx'])}), load average {header['load_average_1min']} at the start; "
+            f"{_threads(header['threads'])}, {header['dtype']}, torch {header['torch']}, "
+            f"OMP_WAIT_POLICY={header['omp_wait_policy']}; commit {commit}, {header['date']}; `{header['command']}`.*")
 
 
 def markdown_rows(table: str) -> dict:
     """`{"columns", "rows"}` of a markdown table (cells as text, the separator line dropped)."""
     lines = [line.strip() for line in table.strip().splitlines() if line.strip().startswith("|")]
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    return {"columns": cells[0], "rows": [row for row in cells[2:]]}
+    return {"columns": cells[0], "rows": cells[2:]}
 
 
 def results_dir(args: argparse.Namespace) -> Path:
