@@ -3,9 +3,11 @@
 The model is exported exactly as `python -m modeling_mobileclip.export` does it (and checked against PyTorch: the
 largest difference is printed), then both runtimes encode the same inputs with the same thread count.
 
-    python benchmarks/bench_onnx.py                                   # the README table (MobileCLIP-S0)
+    python benchmarks/bench_onnx.py                                   # the docs table (MobileCLIP-S0)
     python benchmarks/bench_onnx.py --variants mobileclip-s0 mobileclip-s2 mobileclip-b
     python benchmarks/bench_onnx.py --quick                           # CI smoke run: tiny config, no claims
+
+Writes benchmarks/results/bench_onnx.md and .json (--results-dir to change; --quick writes to a temp dir).
 """
 
 import tempfile
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from common import (Schedule, benchmark_parser, format_ratio, interleaved_times, median_ms, parse_benchmark_args,
-                    tiny_config, trained_magnitudes)
+from common import (Schedule, benchmark_parser, format_ratio, header_line, interleaved_times, machine_header,
+                    median_ms, parse_benchmark_args, tiny_config, trained_magnitudes, write_results)
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
 from modeling_mobileclip.export.encoders import encoders, example_inputs
@@ -22,11 +24,12 @@ from modeling_mobileclip.export.onnx_export import export_onnx, verify_onnx
 
 
 def variant_rows(config: MobileCLIPConfig, name: str, batches: list[int], schedule: Schedule,
-                 threads: int) -> list[str]:
+                 threads: int) -> tuple[list[str], list[dict]]:
+    """The table rows of one variant and their raw numbers (seconds per call in each round)."""
     model = trained_magnitudes(MobileCLIPModel(config).eval()).reparameterize().requires_grad_(False)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    rows = []
+    rows, raw = [], []
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, Path(tmp), opset=17)
         diffs = verify_onnx(model, Path(tmp))
@@ -46,7 +49,9 @@ def variant_rows(config: MobileCLIPConfig, name: str, batches: list[int], schedu
                 pt, ort = times[f"{kind}_pt"], times[f"{kind}_ort"]
                 rows.append(f"| {name} {kind} | {batch} | {median_ms(pt):.1f} | {median_ms(ort):.1f} | "
                             f"{format_ratio(ort, pt)} | {diffs[kind]:.0e} |")
-    return rows
+                raw.append({"encoder": f"{name} {kind}", "batch": batch, "pytorch_s": pt, "onnxruntime_s": ort,
+                            "max_abs_diff": diffs[kind]})
+    return rows, raw
 
 
 def main(argv=None) -> None:
@@ -57,12 +62,19 @@ def main(argv=None) -> None:
     batches = [1] if args.quick else args.batches
     configs = {"tiny": tiny_config()} if args.quick else {
         variant: MobileCLIPConfig.from_variant(variant) for variant in args.variants}
-    print(f"fused encoders, fp32, cpu, {args.threads} threads (PyTorch and onnxruntime intra-op), "
-          f"{args.schedule.describe()}; onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, opset 17")
-    print("| encoder | batch | PyTorch ms | onnxruntime ms | onnxruntime / PyTorch | max abs diff |\n"
-          "|---|---|---|---|---|---|")
+    header = machine_header("fp32", args.threads)
+    intro = (f"fused encoders, fp32, cpu, {args.threads} threads (PyTorch and onnxruntime intra-op), "
+             f"{args.schedule.describe()}; onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, opset 17")
+    table = ["| encoder | batch | PyTorch ms | onnxruntime ms | onnxruntime / PyTorch | max abs diff |",
+             "|---|---|---|---|---|---|"]
+    print(header_line(header), intro, *table, sep="\n", flush=True)
+    raw = []
     for name, config in configs.items():
-        print("\n".join(variant_rows(config, name, batches, args.schedule, args.threads)), flush=True)
+        rows, variant_raw = variant_rows(config, name, batches, args.schedule, args.threads)
+        print("\n".join(rows), flush=True)
+        table += rows
+        raw += variant_raw
+    write_results("bench_onnx", args, header, intro, ["\n".join(table)], raw)
 
 
 if __name__ == "__main__":

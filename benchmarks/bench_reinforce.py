@@ -3,7 +3,8 @@
     python benchmarks/bench_reinforce.py            # 64 samples of 320x256 JPEG, 224-px crops, 10 augs, 5 captions
     python benchmarks/bench_reinforce.py --quick    # CI smoke run (4 samples, 64-px crops, 8 tokens; no timing claims)
 
-Prints a markdown table (the README rows): one row per configuration (captioner, compute dtype), all run in this
+Prints a markdown table (the docs rows) and writes it to benchmarks/results/bench_reinforce.md and .json (--results-dir
+to change; --quick writes to a temp dir): one row per configuration (captioner, compute dtype), all run in this
 process on the same data and interleaved over ``--repeats`` rounds (the best round of each is kept, which tolerates a
 machine shared with other jobs). The shares are of the processing time (model loading excluded): captioning,
 augmentation (sampling + RandAugment replay + per-teacher resize/normalise), teacher forwards (image and text), and
@@ -27,6 +28,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from common import add_results_option, header_line, machine_header, write_results  # noqa: E402
 
 from dataset_scripts.reinforce import reinforce  # noqa: E402
 from dataset_scripts.tiny_reinforce_models import (tiny_open_clip_clip, tiny_open_clip_coca,  # noqa: E402
@@ -68,8 +71,11 @@ def main():
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: tiny models gain nothing from more, and a shared machine "
                              "makes more threads wait on each other)")
+    add_results_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    header = machine_header("fp32 / bf16 autocast (per row)", args.threads)
+    print(header_line(header), flush=True)
     crop = 64 if args.quick else 224
     samples = args.samples or (4 if args.quick else 64)
     repeats = args.repeats or (1 if args.quick else 2)
@@ -94,16 +100,21 @@ def main():
                 rate = summary["num_uids"] / summary["seconds"]
                 if index not in best or rate > best[index][0]:
                     best[index] = (rate, summary)
-    print(f"CPU, {torch.get_num_threads()} torch threads; {samples} samples of 320x256 JPEG; crop {crop}; "
-          f"{num_aug} augmentations; {num_captions} captions (max {max_tokens} tokens); "
-          f"teachers: 2 tiny open_clip ViTs ({crop} px, {crop // 2} px); batch 16; best of {repeats} interleaved rounds\n")
-    print("| captioner | dtype | samples/s | captioning | augmentation | teacher forwards | other |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    intro = (f"CPU, {torch.get_num_threads()} torch threads; {samples} samples of 320x256 JPEG; crop {crop}; "
+             f"{num_aug} augmentations; {num_captions} captions (max {max_tokens} tokens); teachers: 2 tiny open_clip "
+             f"ViTs ({crop} px, {crop // 2} px); batch 16; best of {repeats} interleaved rounds")
+    table = ["| captioner | dtype | samples/s | captioning | augmentation | teacher forwards | other |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    raw = []
     for index, (name, _, dtype) in enumerate(configs):
         rate, summary = best[index]
         share = shares(summary["timings"], summary["seconds"])
-        print(f"| {name} | {dtype} | {rate:.1f} | {share['caption']:.0f} % | {share['augment']:.0f} % | "
-              f"{share['teachers']:.0f} % | {share['other']:.0f} % |")
+        table.append(f"| {name} | {dtype} | {rate:.1f} | {share['caption']:.0f} % | {share['augment']:.0f} % | "
+                     f"{share['teachers']:.0f} % | {share['other']:.0f} % |")
+        raw.append({"captioner": name, "dtype": dtype, "samples_per_s": rate, "seconds": summary["seconds"],
+                    "timings_s": summary["timings"]})
+    print(intro, "", *table, sep="\n")
+    write_results("bench_reinforce", args, header, intro, ["\n".join(table)], raw)
 
 
 if __name__ == "__main__":

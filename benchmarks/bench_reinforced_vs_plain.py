@@ -4,6 +4,9 @@ Table 2 / MobileCLIP Table 3 at micro scale).
     python benchmarks/bench_reinforced_vs_plain.py            # 3 seeds x 6 runs of 1,000 steps, ~30 min on 2 CPU cores
     python benchmarks/bench_reinforced_vs_plain.py --quick    # CI smoke test: a tiny toy set, 1 seed, 3 steps
 
+Writes benchmarks/results/bench_reinforced_vs_plain.md and .json (--results-dir to change; --quick writes to a temp
+dir).
+
 Every run is `train_accelerate.main` with the same steps, batch, learning rate, schedule and seed; only the recipe
 differs (`--caption-mode`, `--loss-weights`):
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train_accelerate  # noqa: E402
+from common import add_results_option, header_line, machine_header, write_results  # noqa: E402
 from dataset_scripts.toy_data import ToySpec, build_toy_datacompdr  # noqa: E402
 
 RECIPES = {
@@ -78,10 +81,13 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cache-dir", default=None, help="toy data cache (default: the user cache; --quick: a temp dir)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest on a small CPU)")
+    add_results_option(p)
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.steps, args.batch_size = 1, 3, 8
     torch.set_num_threads(args.threads)
+    header = machine_header("fp32", args.threads)
+    print(header_line(header), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or (tmp if args.quick else None)
         root = build_toy_datacompdr(ToySpec(**(QUICK_SPEC if args.quick else {})), cache_dir)
@@ -97,18 +103,21 @@ def main(argv=None) -> None:
         minutes = (time.perf_counter() - start) / 60
         toy = json.loads((root / "toy.json").read_text())
     teachers = ", ".join(f"{t['name']} {100 * t['zeroshot_acc1']:.1f}" for t in toy["teachers"])
-    print(f"\nToy DataCompDR {root.name}: {toy['num_train']} training pictures x {toy['spec']['num_augmentations']} "
-          f"stored augmentations, {toy['spec']['num_synthetic']} synthetic captions, 2 teachers; held-out set "
-          f"{toy['num_eval']} pictures, {len(toy['eval_classnames'])} classes. Teachers' zero-shot top-1 (%): "
-          f"{teachers}.")
-    print(f"{args.steps} steps x batch {args.batch_size}, lr 1e-3, warmup 10 %, cosine, {args.seeds} seed(s); "
-          f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), float32; "
-          f"{minutes:.1f} min in total.\n")
-    print("| student | recipe | " + " | ".join(f"{m} (%)" for m in METRICS) + " |")
-    print("|---|---|" + "---:|" * len(METRICS))
+    intro = (f"Toy DataCompDR {root.name}: {toy['num_train']} training pictures x {toy['spec']['num_augmentations']} "
+             f"stored augmentations, {toy['spec']['num_synthetic']} synthetic captions, 2 teachers; held-out set "
+             f"{toy['num_eval']} pictures, {len(toy['eval_classnames'])} classes. Teachers' zero-shot top-1 (%): "
+             f"{teachers}. {args.steps} steps x batch {args.batch_size}, lr 1e-3, warmup 10 %, cosine, "
+             f"{args.seeds} seed(s) (mean ± sample std); {args.threads} torch thread(s), float32; {minutes:.1f} min "
+             "in total.")
+    table = ["| student | recipe | " + " | ".join(f"{m} (%)" for m in METRICS) + " |",
+             "|---|---|" + "---:|" * len(METRICS)]
     for (student, recipe), runs in results.items():
         cells = [summarise([r[key] for r in runs]) for key in METRICS.values()]
-        print(f"| {student} | {recipe} | " + " | ".join(cells) + " |")
+        table.append(f"| {student} | {recipe} | " + " | ".join(cells) + " |")
+    print("", intro, "", *table, sep="\n")
+    write_results("bench_reinforced_vs_plain", args, header, intro, ["\n".join(table)],
+                  [{"student": student, "recipe": recipe, "runs": [{k: r[k] for k in METRICS.values()} for r in runs]}
+                   for (student, recipe), runs in results.items()])
 
 
 if __name__ == "__main__":

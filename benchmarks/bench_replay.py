@@ -1,7 +1,9 @@
 """Throughput of augmentation replay vs. a plain RandomResizedCrop, on the same JPEG bytes, in one process.
 
-    python benchmarks/bench_replay.py            # the README table (median of 15 interleaved rounds)
+    python benchmarks/bench_replay.py            # the docs table (median of 15 interleaved rounds)
     python benchmarks/bench_replay.py --quick    # smoke run for CI: tiny, no timing claims
+
+Writes benchmarks/results/bench_replay.md and .json (--results-dir to change; --quick writes to a temp dir).
 
 Per image, every candidate starts from the JPEG bytes of a photo-sized image:
 
@@ -27,6 +29,7 @@ import time
 import numpy as np
 import PIL.Image
 import torch
+from common import add_results_option, header_line, machine_header, write_results
 from torchvision import transforms
 
 from dataset_scripts import augment_replay
@@ -115,12 +118,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (the median is reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (DataLoader workers use 1)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 6 images, 3 rounds, numbers meaningless")
+    add_results_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.images, args.rounds = 6, 3
     elif args.rounds < 15:
         parser.error("--rounds must be >= 15 for reported numbers (use --quick for a smoke run)")
     torch.set_num_threads(args.threads)
+    header = machine_header("fp32 (tensors; PIL uint8 ops)", args.threads)
+    print(header_line(header), flush=True)
 
     jpegs = make_jpegs(args.images)
     candidates = build_candidates(jpegs, seed=0)
@@ -128,11 +134,13 @@ def main() -> None:
         run()
     results = measure(candidates, args.rounds, args.images)
 
-    print(f"torch {torch.__version__}, PIL {PIL.__version__}, torch threads {torch.get_num_threads()}, "
-          f"{args.images} JPEGs {sorted(set(SIZES[: args.images]))}, median of {args.rounds} interleaved rounds"
-          + ("  [--quick: not a measurement]" if args.quick else ""))
-    print()
-    print(markdown_table(results))
+    intro = (f"torch {torch.__version__}, PIL {PIL.__version__}, torch threads {torch.get_num_threads()}, "
+             f"{args.images} JPEGs {sorted(set(SIZES[: args.images]))}, median of {args.rounds} interleaved rounds"
+             + ("  [--quick: not a measurement]" if args.quick else ""))
+    table = markdown_table(results)
+    print(intro, "", table, sep="\n")
+    write_results("bench_replay", args, header, intro, [table],
+                  {name: {"images_per_s_wall": wall, "images_per_s_cpu": cpu} for name, (wall, cpu) in results.items()})
 
 
 if __name__ == "__main__":

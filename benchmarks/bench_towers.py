@@ -11,9 +11,11 @@ Peers (fp32, CPU, `--threads` threads, batch 1 and 16):
 Every row prints the largest difference between our output and the peer's, relative to the output's scale: ~1e-7
 shows that both compute the same function with the same weights.
 
-    python benchmarks/bench_towers.py                      # the README table
+    python benchmarks/bench_towers.py                      # the docs table
     python benchmarks/bench_towers.py --towers image --variants mobileclip-s0 --batches 1
     python benchmarks/bench_towers.py --quick              # CI smoke run: S0, batch 1, no claims
+
+Writes benchmarks/results/bench_towers.md and .json (--results-dir to change; --quick writes to a temp dir).
 """
 
 import copy
@@ -22,8 +24,8 @@ from pathlib import Path
 import open_clip
 import timm
 import torch
-from common import (Schedule, benchmark_parser, caption_ids, format_ratio, interleaved_times, median_ms,
-                    parse_benchmark_args, trained_magnitudes)
+from common import (Schedule, benchmark_parser, caption_ids, format_ratio, header_line, interleaved_times,
+                    machine_header, median_ms, parse_benchmark_args, trained_magnitudes, write_results)
 from timm.utils.model import reparameterize_model
 from transformers import Sam3LiteTextConfig, Sam3LiteTextTextModel
 
@@ -121,17 +123,21 @@ def sam3_text_pair(model: MobileCLIPModel) -> torch.nn.Module:
 # Rows
 # ------------------------------------------------------------------------------------------------------------------
 
-def _row(tower: str, peer_name: str, batch: int, times: dict, diff: float, fused_diff: float | None) -> str:
+def _row(tower: str, peer_name: str, batch: int, times: dict, diff: float,
+         fused_diff: float | None) -> tuple[str, dict]:
+    """The table row and its raw numbers (seconds per call of each candidate in each round, the differences)."""
+    raw = {"tower": tower, "peer": peer_name, "batch": batch, "seconds": times, "rel_diff": diff,
+           "rel_diff_fused": fused_diff}
     fused_peer = times.get("peer_fused", times["peer"])
     fused_diff_text = f"{fused_diff:.0e}" if fused_diff is not None else "-"
     return (f"| {tower} | {peer_name} | {batch} | {median_ms(times['ours']):.1f} / {median_ms(times['peer']):.1f} | "
             f"{format_ratio(times['ours'], times['peer'])} | {median_ms(times['ours_fused']):.1f} / "
             f"{median_ms(fused_peer):.1f}{'' if 'peer_fused' in times else ' (un-fused)'} | "
             f"{format_ratio(times['ours_fused'], fused_peer)} | {format_ratio(times['ours'], times['ours_fused'])}x | "
-            f"{diff:.0e} / {fused_diff_text} |")
+            f"{diff:.0e} / {fused_diff_text} |"), raw
 
 
-def image_rows(variant: str, batches: list[int], schedule: Schedule) -> list[str]:
+def image_rows(variant: str, batches: list[int], schedule: Schedule) -> list[tuple[str, dict]]:
     timm_name, preset = IMAGE_PEERS[variant]
     ours = trained_magnitudes(MobileCLIPModel(MobileCLIPConfig.from_variant(preset)).eval())
     peer = timm_image_peer(ours, timm_name)
@@ -151,7 +157,7 @@ def image_rows(variant: str, batches: list[int], schedule: Schedule) -> list[str
     return rows
 
 
-def text_rows(variant: str, batches: list[int], schedule: Schedule) -> list[str]:
+def text_rows(variant: str, batches: list[int], schedule: Schedule) -> list[tuple[str, dict]]:
     peer_name, preset = TEXT_PEERS[variant]
     if peer_name == "sam3_lite_text":
         ours = trained_magnitudes(MobileCLIPModel(MobileCLIPConfig.from_variant(preset)).eval())
@@ -185,16 +191,19 @@ def main(argv=None) -> None:
     args = parse_benchmark_args(parser, argv)
     batches = [1] if args.quick else args.batches
     chosen = ["mobileclip-s0"] if args.quick else args.variants
-    print(f"cpu, fp32, {args.threads} threads, {args.schedule.describe()}; ratio = ours / peer; torch "
-          f"{torch.__version__}, timm {timm.__version__}, open_clip {open_clip.__version__}")
-    print("| tower | peer | batch | ms ours / peer | ratio | fused ms ours / peer | fused ratio | fused speed-up "
-          "(ours) | rel. diff un-fused / fused |\n|---|---|---|---|---|---|---|---|---|")
-    if "image" in args.towers:
-        for variant in [v for v in IMAGE_PEERS if chosen is None or v in chosen]:
-            print("\n".join(image_rows(variant, batches, args.schedule)), flush=True)
-    if "text" in args.towers:
-        for variant in [v for v in TEXT_PEERS if chosen is None or v in chosen]:
-            print("\n".join(text_rows(variant, batches, args.schedule)), flush=True)
+    header = machine_header("fp32", args.threads)
+    intro = (f"cpu, fp32, {args.threads} threads, {args.schedule.describe()}; ratio = ours / peer; torch "
+             f"{torch.__version__}, timm {timm.__version__}, open_clip {open_clip.__version__}")
+    table = [("| tower | peer | batch | ms ours / peer | ratio | fused ms ours / peer | fused ratio | fused speed-up "
+              "(ours) | rel. diff un-fused / fused |"), "|---|---|---|---|---|---|---|---|---|"]
+    print(header_line(header), intro, *table, sep="\n", flush=True)
+    measured = []
+    for kind, (peers, rows_of) in {"image": (IMAGE_PEERS, image_rows), "text": (TEXT_PEERS, text_rows)}.items():
+        for variant in [v for v in peers if kind in args.towers and (chosen is None or v in chosen)]:
+            measured += rows_of(variant, batches, args.schedule)
+            print("\n".join(row for row, _ in measured[-len(batches):]), flush=True)
+    write_results("bench_towers", args, header, intro, ["\n".join(table + [row for row, _ in measured])],
+                  [raw for _, raw in measured])
 
 
 if __name__ == "__main__":

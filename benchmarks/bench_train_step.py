@@ -12,13 +12,15 @@ stores them. Rows:
   forward) and the two-term reinforced loss, as the training script runs it. The extra text forward is the cost of
   DataCompDR's synthetic captions, not of the loss.
 
-    python benchmarks/bench_train_step.py                  # the README table (MobileCLIP-S0, batch 16)
+    python benchmarks/bench_train_step.py                  # the docs table (MobileCLIP-S0, batch 16)
     python benchmarks/bench_train_step.py --quick          # CI smoke run: tiny config, batch 4, no claims
+
+Writes benchmarks/results/bench_train_step.md and .json (--results-dir to change; --quick writes to a temp dir).
 """
 
 import torch
-from common import (benchmark_parser, format_ratio, interleaved_times, median_ms, parse_benchmark_args, tiny_config,
-                    trained_magnitudes)
+from common import (benchmark_parser, format_ratio, header_line, interleaved_times, machine_header, median_ms,
+                    parse_benchmark_args, tiny_config, trained_magnitudes, write_results)
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
 from modeling_mobileclip.training.losses import clip_loss, mobileclip_loss, total_loss
@@ -79,20 +81,24 @@ def main(argv=None) -> None:
     args = parse_benchmark_args(parser, argv)
     config = tiny_config() if args.quick else MobileCLIPConfig.from_variant(args.variant)
     batch_size = 4 if args.quick else args.batch_size
+    header = machine_header("fp32", args.threads)
+    print(header_line(header), flush=True)
     model = trained_magnitudes(MobileCLIPModel(config)).train()
     optimizer = build_optimizer(model, args.variant)
     batch = random_batch(batch_size, config.vision_config.image_size, config.text_config.max_position_embeddings)
     times = interleaved_times(step_functions(model, optimizer, batch), args.schedule)
     name = "tiny" if args.quick else args.variant
-    print(f"{name} un-fused, train mode, fp32, cpu, {args.threads} threads, batch {batch_size}, AdamW; "
-          f"{args.schedule.describe()}; torch {torch.__version__}")
-    print("| step | captions per image | s / step | samples / s | time vs clip_loss step |\n|---|---|---|---|---|")
+    intro = (f"{name} un-fused, train mode, fp32, cpu, {args.threads} threads, batch {batch_size}, AdamW; "
+             f"{args.schedule.describe()}; torch {torch.__version__}")
+    table = ["| step | captions per image | s / step | samples / s | time vs clip_loss step |", "|---|---|---|---|---|"]
     labels = {"clip_loss": ("`clip_loss` (plain CLIP)", 1), "mobileclip_loss": ("`mobileclip_loss` (reinforced)", 1),
               "train_accelerate": ("`train_accelerate.py` step (reinforced, GT + synthetic)", 2)}
     for key, (label, captions) in labels.items():
         seconds = median_ms(times[key]) / 1e3
-        print(f"| {label} | {captions} | {seconds:.2f} | {batch_size / seconds:.1f} | "
-              f"{format_ratio(times[key], times['clip_loss'])} |", flush=True)
+        table.append(f"| {label} | {captions} | {seconds:.2f} | {batch_size / seconds:.1f} | "
+                     f"{format_ratio(times[key], times['clip_loss'])} |")
+    print(intro, *table, sep="\n", flush=True)
+    write_results("bench_train_step", args, header, intro, ["\n".join(table)], {"seconds_per_step": times})
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ how much of the hardware a model uses (convolution-heavy MCi towers reach less o
 The reference row is the issue's peer: timm's fused `fastvit_mci0` + transformers' 6-layer `sam3_lite_text` (the
 same architecture as MobileCLIP-S0, no code of ours).
 
-    python benchmarks/bench_vs_clip.py              # the README table
+    python benchmarks/bench_vs_clip.py              # the docs table
     python benchmarks/bench_vs_clip.py --quick      # CI smoke run: S0 and the reference only, no claims
+
+Writes benchmarks/results/bench_vs_clip.md and .json (--results-dir to change; --quick writes to a temp dir).
 """
 
 import timm
 import torch
-from common import (benchmark_parser, caption_ids, count_flops, format_ratio, gemm_gflops, interleaved_times,
-                    median_ms, parse_benchmark_args, trained_magnitudes)
+from common import (benchmark_parser, caption_ids, count_flops, format_ratio, gemm_gflops, header_line,
+                    interleaved_times, machine_header, median_ms, parse_benchmark_args, trained_magnitudes,
+                    write_results)
 from timm.utils.model import reparameterize_model
 from transformers import CLIPConfig, CLIPModel, Sam3LiteTextConfig, Sam3LiteTextTextModel
 
@@ -50,6 +53,8 @@ def reference_s0():
 def main(argv=None) -> None:
     args = parse_benchmark_args(benchmark_parser(__doc__, quick="S0 and the reference, 1-layer CLIP"), argv)
     variants = VARIANTS[:1] if args.quick else VARIANTS
+    header = machine_header("fp32", args.threads)
+    print(header_line(header), flush=True)
 
     clip = clip_vit_b16(num_layers=1 if args.quick else 12)
     candidates = {"CLIP ViT-B/16": image_and_text(clip, torch.rand(1, 3, 224, 224), caption_ids(1))}
@@ -64,14 +69,17 @@ def main(argv=None) -> None:
         times = interleaved_times(candidates, args.schedule)
     gemm = gemm_gflops(args.schedule)
     baseline = times["CLIP ViT-B/16"]
-    print(f"cpu, fp32, {args.threads} threads, batch 1 (one 256/224 px image + one 77-token caption), "
-          f"{args.schedule.describe()}; torch {torch.__version__}; fp32 GEMM 1024^3 on this machine: "
-          f"{gemm:.0f} GFLOP/s")
-    print("| model | GFLOP | ms | GFLOP/s | of GEMM rate | speed-up vs CLIP ViT-B/16 |\n|---|---|---|---|---|---|")
+    intro = (f"cpu, fp32, {args.threads} threads, batch 1 (one 256/224 px image + one 77-token caption), "
+             f"{args.schedule.describe()}; torch {torch.__version__}; fp32 GEMM 1024^3 on this machine: "
+             f"{gemm:.0f} GFLOP/s")
+    table = ["| model | GFLOP | ms | GFLOP/s | of GEMM rate | speed-up vs CLIP ViT-B/16 |", "|---|---|---|---|---|---|"]
     for name, t in times.items():
         rate = flops[name] / 1e9 / (median_ms(t) / 1e3)
-        print(f"| {name} | {flops[name] / 1e9:.2f} | {median_ms(t):.1f} | {rate:.0f} | {rate / gemm:.0%} | "
-              f"{format_ratio(baseline, t)}x |", flush=True)
+        table.append(f"| {name} | {flops[name] / 1e9:.2f} | {median_ms(t):.1f} | {rate:.0f} | {rate / gemm:.0%} | "
+                     f"{format_ratio(baseline, t)}x |")
+    print(intro, *table, sep="\n", flush=True)
+    write_results("bench_vs_clip", args, header, intro, ["\n".join(table)],
+                  {"seconds_per_call": times, "flops": flops, "gemm_gflops": gemm})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """What the benchmarks share: their common options, interleaved timing with paired ratios, FLOP counts, the machine's
-GEMM rate, trained-like weight magnitudes and the tiny config of the quick (CI) runs.
+GEMM rate, trained-like weight magnitudes, the tiny config of the quick (CI) runs, and the results files: every
+benchmark prints the machine it runs on and writes its table(s) to `<results dir>/<bench name>.md` plus the raw
+numbers and that machine header to `<bench name>.json` (docs/benchmarks.md; `python -m benchmarks.render_docs` copies
+the `.md` files into the docs).
 
 Candidates run in turn within each round, and the order reverses every other round, so load from other jobs on the
 machine and position effects (caches, allocator) hit every candidate alike. In a round each candidate makes
@@ -10,11 +13,18 @@ claim such as "no slower" is read against.
 """
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -22,6 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 
 QUICK_ROUNDS = 2
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = Path(__file__).resolve().with_name("results")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ def benchmark_parser(description: str, quick: str, calls_per_round: int = 3) -> 
     parser.add_argument("--calls-per-round", type=int, default=calls_per_round,
                         help="back-to-back calls per candidate and round; the fastest counts")
     parser.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) intra-op threads")
+    add_results_option(parser)
     return parser
 
 
@@ -150,3 +163,122 @@ def gemm_gflops(schedule: Schedule, size: int = 1024) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     times = interleaved_times({"gemm": lambda: a @ b}, schedule)["gemm"]
     return 2 * size**3 / statistics.median(times) / 1e9
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The machine header and the results files
+# ------------------------------------------------------------------------------------------------------------------
+
+def add_results_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help=f"where <bench name>.md and .json go (default: {RESULTS_DIR.relative_to(REPO_ROOT)}; "
+                             "--quick: a new temporary folder, so a smoke run never overwrites measured results)")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:  # not Linux: the flags stay unknown
+        pass
+    return set()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _repo_relative(path: str) -> str:
+    resolved = Path(path).resolve()
+    return resolved.relative_to(REPO_ROOT).as_posix() if resolved.is_relative_to(REPO_ROOT) else path
+
+
+def machine_header(dtype: str, threads: int | None = None) -> dict:
+    """What a timing depends on besides the code: CPU model and ISA (AVX-512, AVX512-BF16, AMX), logical CPUs, load
+    average at the start, threads, dtype, torch version, OpenMP wait policy, date, git commit."""
+    flags = _cpu_flags()
+    known = bool(flags)
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "avx512": "avx512f" in flags if known else None,
+        "avx512_bf16": "avx512_bf16" in flags if known else None,
+        "amx": bool({"amx_tile", "amx_bf16"} & flags) if known else None,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": bool(status) if status is not None else None,
+        "command": " ".join(["python", _repo_relative(sys.argv[0]), *sys.argv[1:]]),
+    }
+
+
+def _yes_no(value) -> str:
+    return "not recorded" if value is None else ("yes" if value else "no")
+
+
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
+def header_line(header: dict) -> str:
+    """The machine header as the one line that heads every results table."""
+    commit = header["commit"] or "unknown commit"
+    if header.get("uncommitted_changes"):
+        commit += " + uncommitted changes"
+    return (f"*Measured on {header['cpu']}, {header['logical_cpus']} logical CPUs (AVX-512 "
+            f"{_yes_no(header['avx512'])}, AVX512-BF16 {_yes_no(header['avx512_bf16'])}, AMX "
+            f"{_yes_no(header['amx'])}), load average {header['load_average_1min']} at the start; "
+            f"{_threads(header['threads'])}, {header['dtype']}, torch {header['torch']}, "
+            f"OMP_WAIT_POLICY={header['omp_wait_policy']}; commit {commit}, {header['date']}; `{header['command']}`.*")
+
+
+def markdown_rows(table: str) -> dict:
+    """`{"columns", "rows"}` of a markdown table (cells as text, the separator line dropped)."""
+    lines = [line.strip() for line in table.strip().splitlines() if line.strip().startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return {"columns": cells[0], "rows": cells[2:]}
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    """`--results-dir`, else benchmarks/results, but a fresh temporary folder for a --quick run."""
+    if args.results_dir is not None:
+        return args.results_dir
+    return Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS_DIR
+
+
+def write_results(name: str, args: argparse.Namespace, header: dict, intro: str, tables: list[str],
+                  raw: object = None) -> Path:
+    """Write `<name>.md` (the header line, the run's one-line description, the tables) and `<name>.json` (the same
+    header, the tables' cells and `raw`, the unrounded numbers) into `results_dir(args)`; returns the `.md` path."""
+    folder = results_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    markdown = "\n\n".join([header_line(header), intro, *[table.strip() for table in tables]]) + "\n"
+    (folder / f"{name}.md").write_text(markdown)
+    record = {"benchmark": name, "machine": header, "intro": intro,
+              "tables": [markdown_rows(table) for table in tables], "raw": raw}
+    (folder / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nResults written to {folder / name}.md and .json", flush=True)
+    return folder / f"{name}.md"

@@ -289,7 +289,11 @@ def _crop_size(image_processor) -> tuple[int, int]:
 
 
 def _resample_name(image_processor) -> str:
-    return getattr(image_processor.resample, "name", str(image_processor.resample)).lower()
+    """"bilinear", ... for the enum a processor is built with and for the int one reloaded from disk holds."""
+    resample = image_processor.resample
+    if isinstance(resample, int):  # PIL's Resampling is an IntEnum: a saved processor_config.json stores its value
+        resample = Image.Resampling(resample)
+    return getattr(resample, "name", str(resample)).lower()
 
 
 def _check_processor_matches_tag(processor, variant: str) -> None:

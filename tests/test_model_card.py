@@ -227,6 +227,18 @@ def test_converted_card_rejects_a_processor_that_is_not_the_variants(tiny_model,
         generate_model_card(tiny_model, "mobileclip-s0", processor=tiny_processor, license_file=agreement_file)
 
 
+def test_card_of_a_saved_folder_whose_processor_reloads_resample_as_an_int(tiny_model, tokenizer, agreement_file,
+                                                                           tmp_path):
+    """A processor reloaded from disk holds `resample` as the int 2, not PIL's enum: the tag check still passes."""
+    folder = tmp_path / "mobileclip-s0"
+    tiny_model.save_pretrained(folder)
+    MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer).save_pretrained(folder)
+    assert type(MobileCLIPProcessor.from_pretrained(folder).image_processor.resample) is int
+    card = generate_model_card(folder, "mobileclip-s0", repo_id="org/mobileclip-s0", license_file=agreement_file)
+    assert front_matter(str(card))["license_name"] == "apple-amlr" and "bilinear" in card.text
+    assert (folder / "widget" / "solid-red.png").is_file()
+
+
 def test_validate_card_against_the_fake_hub(fake_hub, variant_cards):
     card = variant_cards["mobileclip-s0"]
     validate_card(card)
