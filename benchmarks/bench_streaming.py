@@ -38,7 +38,6 @@ from torchvision import transforms
 from dataset_scripts import augment_replay
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 SIZES = [(640, 480), (800, 600), (1024, 768), (500, 375), (768, 1024), (1200, 800)]
 
 
@@ -161,13 +160,6 @@ def training_step_flops() -> dict:
     return out
 
 
-def machine() -> str:
-    flags = open("/proc/cpuinfo").read()
-    name = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "?")
-    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX-512'}), {os.cpu_count()} cores, torch {torch.__version__}, 1 thread"
-
-
 def train_command(dr, images, dim: int, work: Path, out: Path, *extra) -> list[str]:
     """`train_accelerate.py` streaming the shards of `dr`/`images` into `out` (tiny student, a 4-image eval set)."""
     eval_dir = work / "eval"
@@ -213,59 +205,69 @@ def memory(args, work: Path) -> dict:
     return rows
 
 
+def throughput_tables(args, work: Path) -> tuple[str, list[str], dict]:
+    result = throughput(args, work)
+    flops = training_step_flops()
+    per_core = result["per_core"]["whole path"]
+    intro = (f"{result['samples']} samples (photo JPEGs {sorted(set(SIZES))}; npz 30 x 1536 fp32; 5 synthetic "
+             f"captions), median of {result['rounds']} interleaved rounds, samples per CPU second of the process; "
+             f"whole path / bare: **{result['ratio']:.2f}x** [IQR {result['ratio_iqr'][0]:.2f}-"
+             f"{result['ratio_iqr'][1]:.2f}].")
+    rates = "\n".join(["| path | samples/s per core |", "|---|---:|",
+                        *[f"| {k} | {v:.1f} |" for k, v in result["per_core"].items()]])
+    cores = ["| student | forward GFLOP/sample (image + GT + synthetic text) | samples/s per A100 (estimate: 35 % of "
+             "312 bf16 TFLOP/s, training = 3 x forward) | cores of the whole path per A100 |", "|---|---:|---:|---:|"]
+    for variant, gflop in flops.items():
+        rate = 0.35 * 312e3 / (3 * gflop)
+        cores.append(f"| {variant} | {gflop:.2f} | {rate:,.0f} | {math.ceil(rate / per_core)} |")
+    return intro, [rates, "\n".join(cores)], {**result, "forward_gflop": flops}
+
+
+def memory_tables(args, work: Path) -> tuple[str, list[str], dict]:
+    rows = memory(args, work)
+    small, large = rows.values()
+    intro = (f"`train_accelerate.py` streaming (tiny student, batch 16, 2 DataLoader workers, "
+             f"{4 if args.quick else 60} steps); peak RSS is the largest of the training process and its workers; "
+             f"RSS ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.3f} for "
+             f"{large['samples'] / small['samples']:.0f}x the data.")
+    table = ["| shards | samples | data on disk | cache written (join indexes) | peak RSS of the run |",
+             "|---:|---:|---:|---:|---:|"]
+    table += [f"| {n} | {r['samples']} | {r['data_bytes'] / 1e6:.1f} MB | {r['cache_bytes'] / 1e6:.2f} MB | "
+              f"{r['peak_rss_mb']:.0f} MB |" for n, r in rows.items()]
+    return intro, ["\n".join(table)], rows
+
+
 def main() -> None:
+    from common import add_results_option, header_line, machine_header, write_results
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--memory", action="store_true", help="RSS and cache disk, 20 vs 400 shards")
     parser.add_argument("--scale", action="store_true", help="100k samples / 400 shards, epoch + kill/resume")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is reported)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny, numbers meaningless")
-    parser.add_argument("--results-dir", default=str(RESULTS), help="where the tables are written")
     parser.add_argument("--work-dir", default=None, help="keep the generated shards here (reused by a rerun)")
+    add_results_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds = 2
     torch.set_num_threads(1)
+    header = machine_header("fp32 (PIL uint8 ops)", threads=1)
+    print(header_line(header))
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     work.mkdir(parents=True, exist_ok=True)
-    lines = [f"Machine: {machine()}" + ("  [--quick: not a measurement]" if args.quick else ""), ""]
     try:
         if args.scale:
             from scale_streaming import scale_test  # benchmarks/scale_streaming.py
 
-            lines += scale_test(work, quick=args.quick)
-            name = "bench_streaming_scale"
+            name, (intro, tables, raw) = "bench_streaming_scale", scale_test(work, quick=args.quick)
         elif args.memory:
-            rows = memory(args, work)
-            lines += ["| shards | samples | data on disk | cache written (join indexes) | peak RSS of the run |",
-                      "|---:|---:|---:|---:|---:|"]
-            lines += [f"| {n} | {r['samples']} | {r['data_bytes'] / 1e6:.1f} MB | {r['cache_bytes'] / 1e6:.2f} MB | "
-                      f"{r['peak_rss_mb']:.0f} MB |" for n, r in rows.items()]
-            small, large = rows.values()
-            lines += ["", f"RSS ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.3f} for "
-                          f"{large['samples'] / small['samples']:.0f}x the data."]
-            name = "bench_streaming_memory"
+            name, (intro, tables, raw) = "bench_streaming_memory", memory_tables(args, work)
         else:
-            result = throughput(args, work)
-            flops = training_step_flops()
-            per_core = result["per_core"]["whole path"]
-            lines += [f"{result['samples']} samples (photo JPEGs {sorted(set(SIZES))}; npz 30 x 1536 fp32; 5 "
-                      f"synthetic captions), median of {result['rounds']} interleaved rounds, per CPU second.", "",
-                      "| path | samples/s per core |", "|---|---:|"]
-            lines += [f"| {k} | {v:.1f} |" for k, v in result["per_core"].items()]
-            lines += ["", f"whole path / bare: **{result['ratio']:.2f}x** [IQR {result['ratio_iqr'][0]:.2f}-"
-                          f"{result['ratio_iqr'][1]:.2f}]", "",
-                      "Cores per GPU (estimate: no GPU was measured). Training FLOPs per sample = 3 x forward "
-                      "(image + GT and synthetic text), counted by torch; an A100 at 35 % of its 312 bf16 TFLOP/s:",
-                      "", "| student | forward GFLOP/sample | samples/s per A100 (est.) | cores of the whole path |",
-                      "|---|---:|---:|---:|"]
-            for variant, gflop in flops.items():
-                rate = 0.35 * 312e3 / (3 * gflop)
-                lines.append(f"| {variant} | {gflop:.2f} | {rate:,.0f} | {math.ceil(rate / per_core)} |")
-            name = "bench_streaming"
-        text = "\n".join(lines) + "\n"
-        print(text)
-        Path(args.results_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.results_dir) / f"{name}.md").write_text(text)
+            name, (intro, tables, raw) = "bench_streaming", throughput_tables(args, work)
+        if args.quick:
+            intro += " [--quick: not a measurement]"
+        print(intro + "\n\n" + "\n\n".join(tables))
+        write_results(name, args, header, intro, tables, raw)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -42,7 +42,7 @@ def _uids(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "sample_uids.jsonl").read_text().splitlines()]
 
 
-def scale_test(work: Path, quick: bool) -> list[str]:
+def scale_test(work: Path, quick: bool) -> tuple[str, list[str], dict]:
     num_shards, per_shard, batch = (8, 10, 5) if quick else (400, 250, 25)
     total = num_shards * per_shard
     steps = total // (2 * batch)  # each worker's samples divide by the batch: the epoch ends on a full step
@@ -80,11 +80,14 @@ def scale_test(work: Path, quick: bool) -> list[str]:
     killed_at = len(_uids(killed))
     _run([*_launch(_port()), *train_command(dr, images, 16, work, killed, *extra, "--resume", str(killed))], work)
     resumed = _uids(killed)
-    return [f"{total} samples in {num_shards} shards ({per_shard} each; written in {written:.0f} s), 2 ranks x 2 "
-            f"workers, batch {batch} per rank, {steps} steps = 1 epoch in {epoch_time:.0f} s.", "",
-            "| check | result |", "|---|---|",
-            f"| uids trained in the epoch | {sum(seen.values())} of {total} |",
-            f"| distinct / seen more than once / never seen | {len(seen)} / "
-            f"{sum(1 for n in seen.values() if n > 1)} / {len(expected - set(seen))} |",
-            f"| killed (SIGKILL) after step | {killed_at} of {steps} |",
-            f"| resumed run's uid sequence == uninterrupted run's, step by step | {resumed == full} |"]
+    intro = (f"{total} samples in {num_shards} shards ({per_shard} each; written in {written:.0f} s), 2 ranks x 2 "
+             f"DataLoader workers, batch {batch} per rank, {steps} steps = 1 epoch in {epoch_time:.0f} s.")
+    table = ["| check | result |", "|---|---|",
+             f"| uids trained in the epoch | {sum(seen.values())} of {total} |",
+             f"| distinct / seen more than once / never seen | {len(seen)} / "
+             f"{sum(1 for n in seen.values() if n > 1)} / {len(expected - set(seen))} |",
+             f"| killed (SIGKILL) after step | {killed_at} of {steps} |",
+             f"| resumed run's uid sequence == uninterrupted run's, step by step | {resumed == full} |"]
+    raw = {"total": total, "seen": sum(seen.values()), "distinct": len(seen), "killed_at": killed_at,
+           "resumed_equal": resumed == full, "epoch_seconds": epoch_time}
+    return intro, ["\n".join(table)], raw
