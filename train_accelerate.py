@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -271,16 +272,28 @@ def finish(run: Run, args) -> Path:
 
 
 def main(argv=None) -> Path:
+    """Train and save; bad input raises (ValueError, FileNotFoundError, FloatingPointError) with a message naming the
+    input and the fix. `cli` is the command-line wrapper that prints that message as one line."""
     args = parse_args(argv, description=__doc__.split("\n\n")[0])
     out = train(args)
-    print(f"Saved the trained model, its processor/tokenizer and model card to {out}")
+    if PartialState().is_main_process:
+        print(f"Saved the trained model, its processor/tokenizer and model card to {out}")
     return out
 
 
-def console_main() -> None:
-    """`mobileclip-train`: the exit status is 0 on success (main's return value is the output folder)."""
-    main()
+def cli(argv=None) -> None:
+    """`python train_accelerate.py` / `accelerate launch train_accelerate.py` / `mobileclip-train`: a user error is
+    one `error:` line and exit status 2 (`--debug` shows the traceback); success exits 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        if "--debug" in argv:
+            raise
+        rank = PartialState().process_index if PartialState._shared_state else 0
+        print(f"error: {err}" + (f" (process {rank})" if rank else ""), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
-    main()
+    cli()

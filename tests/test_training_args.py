@@ -3,7 +3,11 @@ student family (training/students.py)."""
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +88,16 @@ def test_config_file_carries_flags_and_the_command_line_wins(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--config", str(tmp_path / "run.json")])
     assert "unknown flag(s) ['max_step']" in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_and_exit_status_2(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "train_accelerate.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, str(script), "--train-data", str(tmp_path / "*.tar"), "--output-dir", str(tmp_path / "o")]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --train-data needs --eval-data (a held-out set for the periodic evaluation: images with labels and/or "
+        "captions)."]
+    debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, env=env, timeout=300)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr

@@ -93,6 +93,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     run.add_argument("--hub-private", action="store_true")
     run.add_argument("--license", default=None, help="licence of the trained weights for the model card (a Hub "
                      "licence id); the toy default is apache-2.0")
+    run.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
     run.add_argument("--debug-nan-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests the NaN guard
     p.add_argument("--config", default=None, help="a YAML or JSON file of flags, keyed by flag name (max-steps: "
                    "30000, loss-weights: [0, 1], ...);\nflags given on the command line win")
