@@ -64,7 +64,7 @@ def setup(args) -> Run:
     """Accelerator, seed, student, optimizer, data, schedule, a single `prepare`, then the resume."""
     accelerator = Accelerator(
         cpu=PartialState().device.type == "cpu", gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision, log_with=trackers(args),
+        mixed_precision=args.mixed_precision, log_with=trackers(args) or None,
         # total_limit=None: checkpoints.save_checkpoint rotates, and only after the new checkpoint is complete.
         project_config=ProjectConfiguration(project_dir=args.output_dir, automatic_checkpoint_naming=True,
                                             logging_dir=str(Path(args.output_dir) / "logs"), total_limit=None))
@@ -122,7 +122,9 @@ def next_batch(run: Run, batches, must_agree: bool) -> dict | None:
         return None
     if "epochs" in batch:
         run.trained_per_epoch.update(batch["epochs"].tolist())
-    return {k: v.to(run.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    batch = {k: v.to(run.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    batch["pixel_values"] = run.data.normalize(batch["pixel_values"])  # uint8 -> normalised float32, on the device
+    return batch
 
 
 def compute_loss(run: Run, args, batch: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
@@ -226,6 +228,7 @@ def _log_uids(run: Run, args, batch: dict) -> None:
     """--log-sample-uids: one line per micro-step with the global batch's uids in rank order."""
     uids = gather_object(batch["uids"])
     if run.accelerator.is_main_process:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         with (Path(args.output_dir) / "sample_uids.jsonl").open("a") as f:
             f.write(json.dumps({"step": run.step + 1, "uids": uids}) + "\n")
 

@@ -24,7 +24,7 @@ from modeling_mobileclip.training.checkpoints import latest_checkpoint
 from modeling_mobileclip.training.map_batches import StepBatches
 from modeling_mobileclip.training.stream_batches import StreamBatches, shard_stream, stream_loader
 from modeling_mobileclip.training.students import MobileCLIPStudent
-from modeling_mobileclip.training.views import training_view
+from modeling_mobileclip.training.views import PixelNormalizer, training_view
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = dict(num_train=200, samples_per_shard=5, num_augmentations=2, teacher_images=64, teacher_steps=5,
@@ -108,6 +108,10 @@ def test_streaming_and_map_style_give_the_same_samples(shards, tmp_path, student
         assert (a["gt"], a["syn"]) == (b["gt"], b["syn"])
         for key in ("pixel_values", "t_img", "t_gt", "t_syn"):
             assert torch.equal(a[key], b[key]), (ex["uid"], key)
+        # uint8 views normalised on the device are bit-identical to the replay transform's float output
+        aug = random.Random(ex["uid"]).randrange(len(ex["param_aug"]))
+        assert torch.equal(PixelNormalizer(transform)(a["pixel_values"][None])[0],
+                           transform(ex["image"], ex["param_aug"][aug]))
     # and the map-style batches of the loop are views of the same samples
     steps = StepBatches(mapped, transform, student.tokenize, caption_mode="gt+syn", mix_ratio=0.5, seed=0,
                         batch_size=8, rank=0, world_size=1)

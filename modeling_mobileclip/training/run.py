@@ -13,6 +13,7 @@ from .data_sources import data_mode, dataset_size, load_train_split, resolve_dat
 from .heldout import HeldOut, load_eval_split
 from .map_batches import StepBatches, map_loader
 from .stream_batches import StreamBatches, shard_stream, stream_loader
+from .views import PixelNormalizer
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TrainData:
     skipped: dict  # samples skipped while preparing (map mode)
     num_workers: int
     gradient_accumulation_steps: int
+    normalize: Any  # views.PixelNormalizer: the batches' uint8 pixels -> the student's normalised input
 
     def loader(self, step: int, total_steps: int, state: dict | None):
         if self.mode == "map":  # the position is a pure function of the step
@@ -107,7 +109,8 @@ def build_train_data(args, accelerator, student) -> TrainData:
     rows = [{"model": name, "embedding_dim": d, "logit_scale": s} for name, d, s in zip(names, dims, scales)]
     return TrainData(mode=mode, batches=batches, num_samples=dataset_size(args, ds), teachers=(dims, scales),
                      teacher_rows=rows, sources=sources, skipped=skipped, num_workers=args.num_workers,
-                     gradient_accumulation_steps=args.gradient_accumulation_steps)
+                     gradient_accumulation_steps=args.gradient_accumulation_steps,
+                     normalize=PixelNormalizer(batches.transform))
 
 
 def total_steps(args, data: TrainData, num_processes: int) -> int:

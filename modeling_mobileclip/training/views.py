@@ -4,6 +4,10 @@ A view is one stored augmentation replayed at the student's resolution with that
 embedding, the ground-truth caption and one synthetic caption with their teacher text embeddings. Which
 augmentation and caption is drawn from the `rng` the caller seeds (map-style: seed + micro-step + index; streaming:
 seed + epoch + uid), so a view never depends on which process or worker made it.
+
+Pixels travel as uint8 (a quarter of float32's bytes between DataLoader workers and the training process) and are
+normalised on the training device by `PixelNormalizer`, with the same float32 operations in the same order as
+`augment_replay.to_normalized_tensor` (/255, -mean, /std): the result is bit-identical to `ReplayTransform`'s.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ import torch
 
 
 def training_view(example: dict, transform, rng: random.Random) -> dict:
+    """`transform`: the student's `augment_replay.ReplayTransform` (its size and interpolation are replayed here)."""
+    from dataset_scripts.augment_replay import replay_pil
+
     aug, syn, mix = rng.randrange(len(example["param_aug"])), rng.randrange(len(example["syn_text"])), rng.random()
     image_emb = example["image_emb"]
     text_emb = np.asarray(example["text_emb"], dtype=np.float32)
-    return {"pixel_values": transform(example["image"], example["param_aug"][aug]), "gt": example["text"],
+    view = replay_pil(example["image"], example["param_aug"][aug], transform.size, transform.interpolation)
+    pixels = torch.from_numpy(np.asarray(view, dtype=np.uint8).transpose(2, 0, 1).copy())
+    return {"pixel_values": pixels, "gt": example["text"],
             "syn": example["syn_text"][syn], "mix": mix,
             "t_img": torch.from_numpy(np.asarray(image_emb[aug], np.float32)),
             "t_gt": torch.from_numpy(text_emb[0]), "t_syn": torch.from_numpy(text_emb[example["num_gt_emb"] + syn])}
@@ -37,3 +46,15 @@ def collate_views(views: list[dict], tokenize, caption_mode: str, mix_ratio: flo
         batch["input_ids"] = tokenize([v["syn"] if s else v["gt"] for v, s in zip(views, use_syn)])
         batch["teacher_text_emb"] = torch.stack([v["t_syn"] if s else v["t_gt"] for v, s in zip(views, use_syn)])
     return batch
+
+
+class PixelNormalizer:
+    """uint8 [B, 3, H, W] -> float32 normalised, on the tensor's device (the loop applies it after `.to(device)`)."""
+
+    def __init__(self, transform):
+        self.mean = torch.tensor(transform.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(transform.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = pixels.to(torch.float32) / 255
+        return (out - self.mean.to(out.device)) / self.std.to(out.device)
