@@ -117,6 +117,11 @@ def next_batch(run: Run, batches, must_agree: bool) -> dict | None:
     if must_agree:
         have = torch.tensor(float(batch is not None), device=run.accelerator.device)
         if run.accelerator.reduce(have, "min").item() == 0:
+            # Count, without training, what this process still held (at most the shard imbalance between ranks).
+            for item in [batch] if batch is not None else []:
+                run.dropped += len(item["uids"])
+            for item in batches:
+                run.dropped += len(item["uids"]) + item.get("dropped", 0)
             return None
     if batch is None:
         return None
@@ -253,7 +258,7 @@ def report_data(run: Run) -> None:
         dropped += drops
     if trained:
         run.accelerator.print(f"Samples trained per epoch: {dict(sorted(trained.items()))}; skipped: {skipped or 0}; "
-                              f"not trained (partial batches at the end of --epochs): {dropped}")
+                              f"not trained at the end of --epochs (partial batches, uneven shards): {dropped}")
     run.accelerator.log({**{f"data/skipped_{k}": v for k, v in skipped.items()}, "data/dropped": dropped},
                         step=run.step)
 

@@ -223,3 +223,24 @@ def test_two_machines_on_localhost_train_like_one_machine_with_two_processes(cac
     w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(two / "model.safetensors")
     for name in w1:
         assert torch.equal(w1[name], w2[name]), name
+
+
+@pytest.mark.slow
+def test_uneven_shards_over_two_processes_end_the_epoch_together_and_count_the_rest(shards, cache_dir, tmp_path):
+    """39 shards of 5 over 2 processes: rank 0 reads 20, rank 1 19 (95 samples = 23 batches of 4 + 3). Both stop at
+    the first step where rank 1 has no full batch; nothing hangs, nothing is trained twice, and the end line counts
+    what was not trained (rank 1's 3, rank 0's last 8) so that trained + not trained = every sample."""
+    toy = Path(shards[0]).parent
+    data = ["--train-data", str(toy / "{00000000..00000038}.tar"), "--image-dir", str(toy / "*.tar"),
+            "--captions", str(toy / "*.tar"), "--eval-data", str(toy.parent / "eval"), "--teacher-logit-scales",
+            "50,50"]
+    out = tmp_path / "uneven"
+    result = run([*launcher("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port",
+                            str(free_port())),
+                  *train_args(cache_dir, out, "--epochs", "1", "--max-steps", "1000", "--checkpoint-every", "1000",
+                              *data)], timeout=600)
+    steps = uid_log(out)
+    seen = collections.Counter(u for row in steps for u in row["uids"])
+    assert max(seen.values()) == 1 and len(steps) == 23 and len(seen) == 23 * 8
+    assert "Samples trained per epoch: {0: 184}" in result.stdout
+    assert "not trained at the end of --epochs (partial batches, uneven shards): 11" in result.stdout
