@@ -115,8 +115,8 @@ def next_batch(run: Run, batches, must_agree: bool) -> dict | None:
             batch = item
             break
     if must_agree:
-        have = torch.tensor(float(batch is not None), device=run.accelerator.device)
-        if run.accelerator.reduce(have, "min").item() == 0:
+        missing = torch.tensor(float(batch is None), device=run.accelerator.device)
+        if run.accelerator.reduce(missing, "max").item() > 0:  # accelerate's reduce has no "min" (it would sum)
             # Count, without training, what this process still held (at most the shard imbalance between ranks).
             for item in [batch] if batch is not None else []:
                 run.dropped += len(item["uids"])
