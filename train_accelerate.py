@@ -191,6 +191,12 @@ def guarded_step(run: Run, args, batch: dict) -> dict:
 def train(args) -> Path:
     """The loop: optimizer steps from the resumed one to the run's length; logging, evaluation, checkpoints."""
     start_processes(args)
+    if args.no_progress:  # also the libraries' bars (weights loading, dataset preparation)
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     run = setup(args)
     accelerator, gas = run.accelerator, args.gradient_accumulation_steps
     global_batch = args.batch_size * accelerator.num_processes * gas
@@ -219,7 +225,7 @@ def train(args) -> Path:
         if run.step % args.eval_every == 0 or run.step == run.total_steps:
             run.last_eval = evaluate(run)
             accelerator.log(run.last_eval, step=run.step)
-            bar.write(f"step {run.step}: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in run.last_eval.items()))
+            accelerator.print(f"step {run.step}: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in run.last_eval.items()))
         if run.step % args.checkpoint_every == 0:
             path = save_checkpoint(accelerator, run.training_state(), args.checkpoints_total_limit)
             run.hub.checkpoint(path, run.step)
