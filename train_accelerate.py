@@ -18,7 +18,6 @@ map-style (`training.map_batches`). The loop never branches on the model family:
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -37,6 +36,7 @@ from modeling_mobileclip.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from modeling_mobileclip.training.data_report import log_uids, report_data, truncate_uid_log
 from modeling_mobileclip.training.heldout import evaluate
 from modeling_mobileclip.training.hub_upload import HubUploader
 from modeling_mobileclip.training.losses import mobileclip_loss, total_loss
@@ -92,7 +92,7 @@ def setup(args) -> Run:
         run.restore(resumed)
         accelerator.print(f"Resumed from {resumed['path']} at optimizer step {run.step}")
         if args.log_sample_uids and accelerator.is_main_process:
-            _truncate_uid_log(Path(args.output_dir), run.step)
+            truncate_uid_log(Path(args.output_dir), run.step)
     run.train_loader = data.loader(run.step, steps, resumed["data"] if resumed else None)
     config = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
     accelerator.init_trackers("mobileclip", config={**config, "num_processes": accelerator.num_processes,
@@ -211,7 +211,7 @@ def train(args) -> Path:
                 break
             metrics = guarded_step(run, args, batch)
             if args.log_sample_uids:
-                _log_uids(run, args, batch)
+                log_uids(run, args.output_dir, batch)
         if batch is None:
             accelerator.print(f"The data ended (--epochs {args.epochs}) after {run.step} optimizer steps.")
             break
@@ -233,40 +233,6 @@ def train(args) -> Path:
     bar.close()
     report_data(run)
     return finish(run, args)
-
-
-def _log_uids(run: Run, args, batch: dict) -> None:
-    """--log-sample-uids: one line per micro-step with the global batch's uids in rank order."""
-    uids = gather_object(batch["uids"])
-    if run.accelerator.is_main_process:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        with (Path(args.output_dir) / "sample_uids.jsonl").open("a") as f:
-            f.write(json.dumps({"step": run.step + 1, "uids": uids}) + "\n")
-
-
-def _truncate_uid_log(out: Path, step: int) -> None:
-    """A resumed run re-trains the steps after its checkpoint: drop what the killed run logged for them."""
-    log = out / "sample_uids.jsonl"
-    if log.is_file():
-        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-        log.write_text("".join(line + "\n" for line in kept))
-
-
-def report_data(run: Run) -> None:
-    """Samples trained per epoch, skipped and dropped, over all processes (logged and printed once)."""
-    counts = gather_object([(dict(run.trained_per_epoch), dict(run.skipped), run.dropped)])
-    trained, skipped, dropped = {}, {}, 0
-    for per_epoch, skips, drops in counts:
-        for key, value in per_epoch.items():
-            trained[key] = trained.get(key, 0) + value
-        for key, value in skips.items():
-            skipped[key] = skipped.get(key, 0) + value
-        dropped += drops
-    if trained:
-        run.accelerator.print(f"Samples trained per epoch: {dict(sorted(trained.items()))}; skipped: {skipped or 0}; "
-                              f"not trained at the end of --epochs (partial batches, uneven shards): {dropped}")
-    run.accelerator.log({**{f"data/skipped_{k}": v for k, v in skipped.items()}, "data/dropped": dropped},
-                        step=run.step)
 
 
 def finish(run: Run, args) -> Path:
