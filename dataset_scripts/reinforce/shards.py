@@ -128,10 +128,12 @@ def unfinished_shards(output: str, shards: list) -> list:
         record = _done_record(output, shard.name)
         if record is None:
             pending.append(shard)
-        elif record.get("input") != shard.input_identity():
+            continue
+        now = shard.input_identity()
+        if record.get("input") != now:
             recorded = record.get("input") or "an unrecorded input (a record without 'input')"
             changed.append(f"{shard.name}.tar was made from {json.dumps(recorded, sort_keys=True)}, the input at its "
-                           f"position is now {json.dumps(shard.input_identity(), sort_keys=True)}")
+                           f"position is now {json.dumps(now, sort_keys=True)}")
     if changed:
         raise ValueError(
             f"--output {output!r}: the inputs of {len(changed)} finished shard(s) changed since they were written: "
