@@ -102,7 +102,13 @@ class ReplayParams:
         return {"crop": list(self.crop), "ops": [{"op": op, "magnitude": mag} for op, mag in self.ops]}
 
 
+# The builder stores crop boxes and op indices as int32 (a larger value would abort a map-style build in Arrow).
+INT32_MAX = 2**31 - 1
+
+
 def _as_int(value: Any, what: str) -> int:
+    if type(value) is int:  # fast path: JSON integers (this runs for every entry of every sample)
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{what} must be a number, got {value!r}")
     if isinstance(value, numbers.Integral):
@@ -110,6 +116,19 @@ def _as_int(value: Any, what: str) -> int:
     if not math.isfinite(value) or value != int(value):
         raise ValueError(f"{what} must be an integer, got {value!r}")
     return int(value)
+
+
+def _as_magnitude(value: Any, k: int, op: int) -> float:
+    if type(value) is float and math.isfinite(value):  # fast path: JSON floats
+        return value
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            magnitude = float(value)
+        except OverflowError:  # an integer past the float range
+            magnitude = math.inf
+        if math.isfinite(magnitude):
+            return magnitude
+    raise ValueError(f"op {k} ({OPS[op]}) magnitude must be a finite number, got {value!r}")
 
 
 def _parse_ops(ops: Any) -> tuple[tuple[int, float], ...]:
@@ -130,9 +149,7 @@ def _parse_ops(ops: Any) -> tuple[tuple[int, float], ...]:
         op = _as_int(op, f"op {k} index")
         if not 0 <= op < len(OPS):
             raise ValueError(f"op {k} index is {op}, expected 0..{len(OPS) - 1} ({', '.join(OPS)})")
-        if isinstance(magnitude, bool) or not isinstance(magnitude, numbers.Real) or not math.isfinite(magnitude):
-            raise ValueError(f"op {k} ({OPS[op]}) magnitude must be a finite number, got {magnitude!r}")
-        parsed.append((op, float(magnitude)))
+        parsed.append((op, _as_magnitude(magnitude, k, op)))
     return tuple(parsed)
 
 
@@ -165,10 +182,14 @@ def parse_entry(entry: Any) -> ReplayParams:
         raise ValueError(f"augmentation entry must be a list, dict or JSON string, got {type(entry).__name__}")
     if not isinstance(crop, (list, tuple)) or len(crop) != 4:
         raise ValueError(f"crop box must be [top, left, height, width], got {crop!r}")
-    top, left, height, width = (_as_int(v, f"crop box {name}") for v, name in zip(crop, "ijhw"))
+    top, left, height, width = (_as_int(crop[0], "crop box i"), _as_int(crop[1], "crop box j"),
+                                _as_int(crop[2], "crop box h"), _as_int(crop[3], "crop box w"))
     if height <= 0 or width <= 0 or top < 0 or left < 0:
         raise ValueError(f"crop box [top, left, height, width] = {list(crop)} must have top, left >= 0 and a "
                          f"positive height and width")
+    if top + height > INT32_MAX or left + width > INT32_MAX:
+        raise ValueError(f"crop box [top, left, height, width] = {list(crop)} reaches past {INT32_MAX} pixels (int32, "
+                         f"the stored type); no image is that large, so the entry is corrupt")
     return ReplayParams(crop=(top, left, height, width), ops=_parse_ops(ops))
 
 

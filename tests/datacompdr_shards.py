@@ -9,7 +9,9 @@ import gzip
 import io
 import json
 import random
+import struct
 import tarfile
+import zlib
 
 import numpy as np
 import PIL.Image
@@ -118,3 +120,43 @@ def keys_of(ds):
 def fresh_datacompdr_stats():
     reset_datacompdr_stats()
     yield
+
+
+def deflate_bomb(prefix: bytes, zero_chunks: int, suffix: bytes = b"", chunk: int = 2**24) -> tuple[bytes, int, int]:
+    """A raw deflate stream of ``prefix + zero_chunks * chunk zero bytes + suffix``, built without ever holding the
+    inflated bytes: each piece ends with a full flush (no back-references across it), so the compressed zero chunk is
+    repeated. Returns ``(stream, crc32, inflated size)``."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(prefix) + compressor.flush(zlib.Z_FULL_FLUSH)
+    zeros = bytes(chunk)
+    piece = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.compress(suffix) + compressor.flush()
+    crc = zlib.crc32(prefix)
+    for _ in range(zero_chunks):
+        crc = zlib.crc32(zeros, crc)
+    return head + piece * zero_chunks + tail, zlib.crc32(suffix, crc), len(prefix) + zero_chunks * chunk + len(suffix)
+
+
+def gzip_bomb(prefix: bytes, zero_chunks: int, suffix: bytes = b"") -> bytes:
+    """A valid one-member gzip file around :func:`deflate_bomb` (header, deflate stream, CRC32 and size trailer)."""
+    stream, crc, size = deflate_bomb(prefix, zero_chunks, suffix)
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + stream + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+def npz_bomb(name: str, rows: int, dim: int) -> bytes:
+    """A valid npz whose deflated ``{name}.npy`` (float32 zeros [rows, dim]) is tiny: a one-entry zip written field
+    by field, since zipfile would have to deflate every inflated byte."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+    nbytes, chunk = rows * dim * 4, 2**24
+    if nbytes % chunk:
+        raise ValueError(f"rows * dim * 4 = {nbytes} must be a multiple of {chunk}")
+    stream, crc, size = deflate_bomb(buffer.getvalue(), nbytes // chunk)
+    entry = f"{name}.npy".encode()
+    sizes = struct.pack("<III", crc, len(stream), size)
+    local = struct.pack("<IHHHHH", 0x04034B50, 20, 0, 8, 0, 0x21) + sizes + struct.pack("<HH", len(entry), 0)
+    central = (struct.pack("<IHHHHHH", 0x02014B50, 20, 20, 0, 8, 0, 0x21) + sizes
+               + struct.pack("<HHHHHII", len(entry), 0, 0, 0, 0, 0, 0) + entry)
+    directory_offset = len(local) + len(entry) + len(stream)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), directory_offset, 0)
+    return local + entry + stream + central + end

@@ -201,6 +201,10 @@ def test_rng_must_be_passed_explicitly():
     ([[0, 0, 10], []], r"crop box must be \[top, left, height, width\]"),
     ([[0, -1, 10, 10], []], "top, left >= 0"),
     ([[0, 0, 10.5, 10], []], "crop box h must be an integer"),
+    ([[4294967296, 0, 10, 10], []], "reaches past 2147483647 pixels"),  # would overflow the int32 column
+    ([[0, 2**31 - 10, 10, 10], []], "reaches past 2147483647 pixels"),
+    ([[0, 0, 10, 10], [[1, 10**400]]], "finite number"),
+    ([[0, 0, 10, 10], [[1, True]]], "finite number"),
     ([[0, 0, 10, 10], [[1, float("nan")]]], "finite number"),
     ([[0, 0, 10, 10], [], [1]], "got 3 parts"),
     ("[[0, 0", "not valid JSON"),

@@ -80,6 +80,20 @@ def test_bad_samples_are_skipped_counted_and_logged(tmp_path, caplog):
         list(load_dataset("datacompdr", strict=True, **kwargs))
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_out_of_range_param_aug_is_skipped_in_both_modes(tmp_path, streaming):
+    """A crop box past int32 (the column type) or an unknown op is one skipped sample, not an aborted build."""
+    rng = random.Random(3)
+    samples = [(uid_of(0, k), make_sample(uid_of(0, k), rng)[0]) for k in range(4)]
+    for k, entry in ((1, [[4294967296, 0, 10, 10], [[0, 0.0]]]), (2, [[0, 0, 10, 10], [[99, 1.0]]])):
+        samples[k][1]["paug.json"] = json.dumps({"param_aug": [entry] * 3}).encode()
+    shard = write_tar(tmp_path / "00000.tar", samples)
+    ds = load_dataset("datacompdr", data_files=shard, split="train", streaming=streaming, teachers=TEACHERS,
+                      cache_dir=str(tmp_path / "cache"))
+    assert keys_of(ds) == [uid_of(0, 0), uid_of(0, 3)]
+    assert datacompdr_stats()["skipped"] == {"bad_param_aug": 2}
+
+
 def _corrupt_header(data: bytes, member_name: str) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         offset = tar.getmember(member_name).offset

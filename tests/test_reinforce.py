@@ -331,6 +331,49 @@ def test_refuses_to_mix_configs(models, tmp_path):
         reinforce(data, out, **kwargs)
 
 
+def _write_tar(path, samples):
+    with tarfile.open(path, "w") as tar:
+        for key, data, text in samples:
+            add_member(tar, f"{key}.jpg", data)
+            add_member(tar, f"{key}.txt", text.encode())
+            add_member(tar, f"{key}.json", json.dumps({"uid": f"uid{key}"}).encode())
+
+
+def test_refuses_a_changed_input_set_naming_the_inputs(models, tmp_path):
+    """A tar removed and another added keeps the shard count: the removed input's shard must not be kept, nor the
+    new input left unread. The rerun is refused; with the named shards deleted it resumes like a fresh run."""
+    data = write_tar_dataset(str(tmp_path / "data"))  # 00000.tar (a0..a4), 00001.tar (a5..a9)
+    out = str(tmp_path / "out")
+    kwargs = _common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None, captioner=None)
+    reinforce(data, out, **kwargs)
+    before = shard_bytes(out)
+    os.remove(os.path.join(data, "00001.tar"))
+    _write_tar(os.path.join(data, "00002.tar"), [(f"b{k}", image_bytes(20 + k), f"new photo {k}") for k in range(3)])
+    with pytest.raises(ValueError, match=r"inputs of 1 finished shard\(s\) changed.* 00000001\.tar was made from "
+                                         r"\{\"bytes\": \d+, \"path\": \"00001\.tar\".*is now \{\"bytes\": \d+, "
+                                         r"\"path\": \"00002\.tar\".*delete those shards"):
+        reinforce(data, out, **kwargs)
+    assert shard_bytes(out) == before
+    # The same file name with other content (same count of samples) is a changed input too.
+    first = os.path.join(data, "00000.tar")
+    original = open(first, "rb").read()
+    _write_tar(first, [(f"c{k}", image_bytes(30 + k), f"other photo {k}") for k in range(5)])
+    with pytest.raises(ValueError, match=r"inputs of 2 finished shard\(s\) changed.* 00000000\.tar was made from "):
+        reinforce(data, out, **kwargs)
+    open(first, "wb").write(original)
+
+    os.remove(os.path.join(out, "00000001.tar"))
+    os.remove(os.path.join(out, "_manifest", "00000001.json"))
+    resumed = reinforce(data, out, **kwargs)
+    assert resumed["processed_shards"] == ["00000001.tar"] and resumed["done_before"] == 1
+    fresh = str(tmp_path / "fresh")
+    reinforce(data, fresh, **kwargs)
+    assert shard_bytes(out) == shard_bytes(fresh) and shard_bytes(out)["00000001.tar"] != before["00000001.tar"]
+    lines = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
+    assert [r["input"]["path"] for r in lines] == ["00000.tar", "00002.tar"]
+    assert open(os.path.join(out, "manifest.jsonl")).read() == open(os.path.join(fresh, "manifest.jsonl")).read()
+
+
 def test_hub_dataset_in_hub_dataset_out(models, fake_hub, tmp_path):
     from huggingface_hub import HfApi
 

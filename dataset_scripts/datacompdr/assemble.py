@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from ..augment_replay import parse_param_aug
-from .decoders import EMBEDDING_DECODERS, decode_json, decode_text
+from .decoders import EMBEDDING_DECODERS, MemberTooLargeError, decode_json, decode_text
 from .joins import SampleJoins
 from .members import HEX_UID, RawSample
 from .metadata import DataCompDRMetadata
@@ -38,6 +38,8 @@ class SampleAssembler:
             self.fail("missing_member", field_name, raw, shard, f"no {raw.key}.{field_name} member")
         try:
             return decoder(raw.fields[field_name])
+        except MemberTooLargeError as err:
+            self.fail("oversized_member", field_name, raw, shard, str(err))
         except Exception as err:  # one undecodable member drops one sample (module docstring)
             self.fail("undecodable_member", field_name, raw, shard, f"{type(err).__name__}: {err}")
 

@@ -26,6 +26,11 @@ from datasets.utils.file_utils import xopen
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 HEX_UID = re.compile(r"^[0-9a-f]{32}$")  # a DataComp uid; a sample key of this shape is the sample's uid
+# The most bytes one member may hold, read or decompressed (``decoders``). A member is read whole into memory, and a
+# compressed shard (.tar.gz) or member (pth.gz) can hold far more than its own size. A real sample is far smaller:
+# DataCompDR-12M's 30 augmentation + 6 caption rows x D_total 1536 in bfloat16 are 110 kB, and 1000 rows x 16384
+# dims in float32 or a 60-megapixel JPEG still fit. Past it there is damage or a decompression bomb: skipped.
+MAX_MEMBER_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -87,8 +92,12 @@ def iter_raw_samples(tar_path: str, download_config=None) -> Iterator[RawSample]
                         if taint_next is not None:
                             current.taint(*taint_next)
                     taint_next = None  # a gap inside the open sample has already tainted it
-                    data = stream.extractfile(info).read()
                     stream.members = []  # streaming: do not keep every TarInfo
+                    if info.size > MAX_MEMBER_BYTES:  # skipped unread: the stream seeks past its data
+                        current.taint("oversized_member", field_name, f"member {info.name!r} is {info.size} bytes, "
+                                      f"more than the {MAX_MEMBER_BYTES}-byte limit for one member")
+                        continue
+                    data = stream.extractfile(info).read()
                     if field_name in current.fields:
                         current.taint("duplicate_member", field_name, f"member {info.name!r} appears twice")
                     else:

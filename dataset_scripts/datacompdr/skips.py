@@ -22,6 +22,7 @@ SKIP_REASONS = (
     "duplicate_member",  # the same {key}.{field} twice in one sample
     "missing_member",  # paug.json / syn.json / npz|pth.gz (or an array inside it) absent
     "undecodable_member",  # JSON / npz / gzip / torch payload cannot be decoded
+    "oversized_member",  # a member (or what it decompresses to) is past the size limit: damage or a decompression bomb
     "bad_param_aug",  # paug.json does not hold valid [[i, j, h, w], [[op, mag], ...]] entries
     "bad_syn_text",  # no synthetic-caption key matches, or the value is not a list of strings
     "bad_embedding",  # wrong rank, wrong width, non-float or non-finite embeddings

@@ -8,6 +8,7 @@ Tar inputs keep their shards (output shard k = k-th input tar, sorted); other in
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import os
@@ -49,9 +50,33 @@ class InputShard:
     read: Callable[[], Iterator[InputRecord]]
     num_samples: Optional[int] = None
     count: Optional[Callable[[], Optional[int]]] = None  # counts the samples (tar headers) when asked
+    identity: Optional[Callable[[], dict]] = None  # what the output shard is bound to (see input_identity)
 
     def size(self) -> Optional[int]:
         return self.num_samples if self.num_samples is not None or self.count is None else self.count()
+
+    def input_identity(self) -> dict:
+        """Recorded with the output shard; a rerun whose input at this position differs is refused."""
+        return self.identity() if self.identity is not None else {"source": self.source}
+
+
+_ENDS_BYTES = 64 * 2**10
+
+
+def tar_identity(path: str, root: str) -> dict:
+    """A tar input's path under the dataset folder, its size and a sha256 of its first and last 64 KiB (the first
+    and last samples' members): cheap on many multi-GB tars, and unlike an mtime it survives a copy."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(_ENDS_BYTES))
+        f.seek(max(_ENDS_BYTES, size - _ENDS_BYTES))
+        digest.update(f.read(_ENDS_BYTES))
+    return {"path": _relative(path, root), "bytes": size, "sha256_first_last_64k": digest.hexdigest()}
+
+
+def _relative(path: str, root: str) -> str:
+    return os.path.relpath(path, root) if root else os.path.basename(path)
 
 
 def estimate_sizes(shards: list[InputShard]) -> tuple[list[Optional[int]], bool]:
@@ -77,7 +102,7 @@ def _resolve_files(spec: str, suffix: str) -> list[str]:
 
 
 def _read_tar(path: str, root: str) -> Iterator[InputRecord]:
-    rel = os.path.relpath(path, root) if root else os.path.basename(path)
+    rel = _relative(path, root)
     for raw in iter_raw_samples(path):
         fields = raw.fields
         image_ext = next((ext for ext in fields if ext.split(".")[-1] in IMAGE_EXTENSIONS), None)
@@ -111,7 +136,8 @@ def _count_tar_samples(path: str) -> Optional[int]:
 
 def _tar_shards(files: list[str], root: str) -> list[InputShard]:
     return [InputShard(name=f"{i:08d}", source=path, read=lambda path=path: _read_tar(path, root),
-                       count=lambda path=path: _count_tar_samples(path))
+                       count=lambda path=path: _count_tar_samples(path),
+                       identity=lambda path=path: tar_identity(path, root))
             for i, path in enumerate(files)]
 
 
@@ -168,10 +194,17 @@ def _datasets_shards(ds, samples_per_shard: int, source: str, image_column: Opti
                               uid=str(uid) if uid is not None else None,
                               url=row.get(url_column) if url_column else None, image_ext=ext)
 
-    return [InputShard(name=f"{k:08d}", source=f"{source}[{a}:{min(a + samples_per_shard, n)}]",
-                       read=lambda a=a: read(a, min(a + samples_per_shard, n)),
-                       num_samples=min(a + samples_per_shard, n) - a)
-            for k, a in enumerate(range(0, n, samples_per_shard))]
+    # The rows' identity: the row range and the dataset's fingerprint (datasets derives it from the data files, so it
+    # changes with them).
+    fingerprint = ds._fingerprint
+
+    def shard(k: int, start: int) -> InputShard:
+        stop = min(start + samples_per_shard, n)
+        where = f"{source}[{start}:{stop}]"
+        return InputShard(name=f"{k:08d}", source=where, read=lambda: read(start, stop), num_samples=stop - start,
+                          identity=lambda: {"source": where, "fingerprint": fingerprint})
+
+    return [shard(k, a) for k, a in enumerate(range(0, n, samples_per_shard))]
 
 
 def discover_inputs(dataset: str, split: str = "train", samples_per_shard: int = 1000,
@@ -222,6 +255,7 @@ def limit_samples(shards: list[InputShard], max_samples: Optional[int]) -> list[
                     return
                 yield record
 
-        kept.append(InputShard(shard.name, shard.source, read, min(size, left) if size is not None else None))
+        kept.append(InputShard(shard.name, shard.source, read, min(size, left) if size is not None else None,
+                               identity=shard.input_identity))
         left -= size if size is not None else left
     return kept

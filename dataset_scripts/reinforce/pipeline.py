@@ -179,6 +179,7 @@ class Reinforcer:
                       written_by: Optional[dict] = None) -> dict:
         """Write ``<output>/<name>.tar`` (via ``.partial``) and its manifest record; return the record."""
         output = self.settings.output
+        input_identity = shard.input_identity()  # before reading: the record names what was read
         skipped: Counter = Counter()
         num_uids, seen, batch = 0, set(), []
         writer = ShardWriter(partial_shard_path(output, shard.name))
@@ -207,4 +208,4 @@ class Reinforcer:
                     progress(len(batch))
         finally:
             writer.close()
-        return commit_shard(output, shard.name, shard.source, num_uids, skipped, written_by)
+        return commit_shard(output, shard.name, shard.source, input_identity, num_uids, skipped, written_by)

@@ -23,7 +23,8 @@ from ..augment_replay import AugmentationSampler
 from .config import DTYPES, ReinforceSettings, build_config, check_or_write_config, storage_message
 from .inputs import discover_inputs, estimate_sizes, limit_samples
 from .pipeline import Reinforcer
-from .shards import MANIFEST_DIR, PARTIAL_SUFFIX, atomic_write, remove_stale_partials, shard_done, write_manifest
+from .shards import (MANIFEST_DIR, PARTIAL_SUFFIX, atomic_write, remove_stale_partials, shard_done, unfinished_shards,
+                     write_manifest)
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,9 @@ def reinforce(dataset: str, output: str, teachers: Sequence[Any], captioner: Any
     state.wait_for_everyone()
     check_or_write_config(output, config, is_main=False)
 
-    # Every process sees the same finished set: it is read between two barriers, before anyone writes a shard.
-    pending = [s for s in shards if not shard_done(output, s.name)]
+    # Every process sees the same finished set: it is read between two barriers, before anyone writes a shard; each
+    # refuses the same changed inputs, so none waits at a barrier for a process that raised.
+    pending = unfinished_shards(output, shards)
     state.wait_for_everyone()
     mine = pending[state.process_index::state.num_processes]
     if settings.max_shards is not None:

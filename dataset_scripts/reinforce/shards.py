@@ -1,10 +1,11 @@
 """Output shards: byte-deterministic tar and embedding encodings, ``.partial`` + rename, the manifest and resume.
 
 A shard is written to ``<name>.tar.partial`` and renamed when complete, then its manifest record
-``_manifest/<name>.json`` (size, sha256, skipped samples, which process wrote it) is written; a shard counts as done
-when both exist and agree on the size, so rerunning the same command after a crash or a kill resumes with the
-unfinished shards and never duplicates one (left-over ``*.partial`` files are removed). When every shard is done,
-``manifest.jsonl`` collects the records.
+``_manifest/<name>.json`` (size, sha256, the identity of the input it was made from, skipped samples, which process
+wrote it) is written; a shard counts as done when both exist and agree on the size, so rerunning the same command
+after a crash or a kill resumes with the unfinished shards and never duplicates one (left-over ``*.partial`` files
+are removed). A rerun whose input at a done shard's position is not the recorded one (an input tar removed, another
+added) is refused, naming the changed inputs. When every shard is done, ``manifest.jsonl`` collects the records.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def partial_shard_path(output: str, name: str) -> str:
     return f"{shard_path(output, name)}{PARTIAL_SUFFIX}"
 
 
-def commit_shard(output: str, name: str, source: str, num_uids: int, skipped: Counter,
+def commit_shard(output: str, name: str, source: str, input_identity: dict, num_uids: int, skipped: Counter,
                  written_by: Optional[dict]) -> dict:
     """Rename the complete ``.partial`` shard to ``<name>.tar``, then write its manifest record; return the record."""
     final, partial = shard_path(output, name), partial_shard_path(output, name)
@@ -87,7 +88,7 @@ def commit_shard(output: str, name: str, source: str, num_uids: int, skipped: Co
         digest = hashlib.sha256(f.read()).hexdigest()
     os.replace(partial, final)
     record = {"shard": f"{name}.tar", "num_uids": num_uids, "bytes": os.path.getsize(final),
-              "sha256": digest, "source": source, "skipped": dict(sorted(skipped.items())),
+              "sha256": digest, "source": source, "input": input_identity, "skipped": dict(sorted(skipped.items())),
               "written_by": written_by or {"process_index": 0, "num_processes": 1}}
     os.makedirs(os.path.join(output, MANIFEST_DIR), exist_ok=True)
     atomic_write(_record_path(output, name), json.dumps(record, sort_keys=True).encode("utf-8"))
@@ -98,15 +99,48 @@ def _record_path(output: str, name: str) -> str:
     return os.path.join(output, MANIFEST_DIR, f"{name}.json")
 
 
-def shard_done(output: str, name: str) -> bool:
+def _done_record(output: str, name: str) -> Optional[dict]:
+    """The manifest record of a finished shard (both files exist and agree on the size), else None."""
     record, tar = _record_path(output, name), shard_path(output, name)
     if not (os.path.exists(record) and os.path.exists(tar)):
-        return False
+        return None
     try:
         with open(record, encoding="utf-8") as f:
-            return json.load(f).get("bytes") == os.path.getsize(tar)
+            loaded = json.load(f)
+        return loaded if isinstance(loaded, dict) and loaded.get("bytes") == os.path.getsize(tar) else None
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def shard_done(output: str, name: str) -> bool:
+    return _done_record(output, name) is not None
+
+
+def unfinished_shards(output: str, shards: list) -> list:
+    """The input shards (``InputShard``) whose output shard is still to write.
+
+    A finished output shard must have been made from the input now at its position: if the input set changed (a tar
+    removed and another added keeps the count), keeping it would keep a removed input's samples and never read the
+    new one, so the run is refused with every changed input named.
+    """
+    pending, changed = [], []
+    for shard in shards:
+        record = _done_record(output, shard.name)
+        if record is None:
+            pending.append(shard)
+            continue
+        now = shard.input_identity()
+        if record.get("input") != now:
+            recorded = record.get("input") or "an unrecorded input (a record without 'input')"
+            changed.append(f"{shard.name}.tar was made from {json.dumps(recorded, sort_keys=True)}, the input at its "
+                           f"position is now {json.dumps(now, sort_keys=True)}")
+    if changed:
+        raise ValueError(
+            f"--output {output!r}: the inputs of {len(changed)} finished shard(s) changed since they were written: "
+            f"{'; '.join(changed)}. Refusing to keep shards of other inputs. Use a new --output folder, or delete "
+            f"those shards and their {MANIFEST_DIR}/<name>.json records so that the current inputs are reinforced "
+            f"into them.")
+    return pending
 
 
 def write_manifest(output: str) -> list[dict]:
@@ -115,8 +149,8 @@ def write_manifest(output: str) -> list[dict]:
     for path in sorted(glob.glob(os.path.join(output, MANIFEST_DIR, "*.json"))):
         with open(path, encoding="utf-8") as f:
             records.append(json.load(f))
-    lines = "".join(json.dumps({k: r[k] for k in ("shard", "num_uids", "bytes", "sha256", "source", "skipped")},
-                               sort_keys=True) + "\n" for r in records)
+    keys = ("shard", "num_uids", "bytes", "sha256", "source", "input", "skipped")
+    lines = "".join(json.dumps({k: r[k] for k in keys}, sort_keys=True) + "\n" for r in records)
     atomic_write(os.path.join(output, "manifest.jsonl"), lines.encode("utf-8"))
     return records
 
