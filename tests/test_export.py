@@ -95,6 +95,17 @@ def test_export_bad_input_names_the_fix(tmp_path):
         export_main(["--model", str(tmp_path / "empty"), "--output", str(tmp_path / "file")])
 
 
+def test_an_unwritable_output_folder_fails_before_the_model_is_loaded(unfused_s0_dir, tmp_path, capsys):
+    """As for the converter (test_conversion_staging.py), with folders that refuse a new entry also to root."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"--output .*file/onnx: .*file is a file, not a folder; choose an --output"):
+        export_main(["--model", str(unfused_s0_dir), "--output", str(tmp_path / "file" / "onnx")])
+    if Path("/proc").is_dir():
+        with pytest.raises(ValueError, match=r"cannot create a folder in /proc .*; choose an --output in a folder"):
+            export_main(["--model", str(unfused_s0_dir), "--output", "/proc/mobileclip-test/onnx"])
+    assert "fusing it first" not in capsys.readouterr().err  # the model was not loaded
+
+
 def test_python_dash_m_bad_input_exits_with_the_message(tmp_path):
     """`python -m modeling_mobileclip.export` (what the `mobileclip-export` console script runs too): bad input is one
     `error:` line and exit status 1, not a traceback."""

@@ -31,6 +31,7 @@ from transformers import AutoProcessor
 
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
+from ..conversion.staging import check_parent_writable
 from .coreml_export import coreml_runtime_available, export_coreml, import_coremltools, verify_coreml
 from .encoders import load_fused_model
 from .onnx_export import export_onnx, verify_onnx
@@ -69,6 +70,7 @@ def main(argv=None) -> dict:
         raise ValueError(f"--max-batch {args.max_batch}; expected a positive integer.")
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a file; pass a directory.")
+    check_parent_writable(args.output)  # the staging folder goes next to it: fail before loading and exporting
     if args.format == "coreml":
         import_coremltools()  # fail before loading weights
     model = load_fused_model(args.model, args.trust_remote_code)
