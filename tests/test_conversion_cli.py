@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 import torch
+from conversion_fixtures import hidden_leftovers, s0_constant_file_fixture, stub_card_fixture  # noqa: F401
 from fake_hub import fake_hub_fixture  # noqa: F401  (provides the fake_hub fixture)
 from fixtures.convert_checkpoints import constant_apple_state_dict, random_apple_state_dict
 from safetensors.torch import load_file
@@ -28,30 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def s0_constant_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mobileclip_s0_constant.pt"
-    torch.save(constant_apple_state_dict("mobileclip_s0"), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def s0_random_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "mobileclip_s0.pt"
     torch.save(random_apple_state_dict("mobileclip_s0", seed=3), path)
     return path
-
-
-@pytest.fixture
-def stub_card(monkeypatch):
-    """Skip the model card's widget inference (seconds per call) in tests about the folder, not the card."""
-    def write(folder, *args, **kwargs):
-        (folder / "README.md").write_text("card")
-
-    monkeypatch.setattr(output_folder, "_write_model_card", write)
-
-
-def _hidden_leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
 @pytest.mark.slow
@@ -79,7 +60,7 @@ def test_cli_command_writes_a_complete_hub_folder(s0_random_file, tmp_path):
                  "pipeline_tag: zero-shot-image-classification"):
         assert line in card
     assert "apple/MobileCLIP-S0" in card  # attribution / provenance
-    assert _hidden_leftovers(tmp_path) == []
+    assert hidden_leftovers(tmp_path) == []
     # Weights are exactly the converted checkpoint.
     from transformers import AutoModel, AutoProcessor
 
@@ -137,15 +118,15 @@ def test_overwrite_replaces_atomically_and_failures_leave_nothing_behind(s0_cons
     # A failure while writing keeps the old folder intact and removes the partial one.
     with mock.patch.object(output_folder, "_write_model_card", fail), pytest.raises(OSError, match="disk full"):
         main(args)
-    assert (out / "old.txt").exists() and _hidden_leftovers(tmp_path) == []
+    assert (out / "old.txt").exists() and hidden_leftovers(tmp_path) == []
     fresh = tmp_path / "fresh"
     with mock.patch.object(output_folder, "_verify_saved", fail), pytest.raises(OSError):
         main([*args[:5], str(fresh)])
-    assert not fresh.exists() and _hidden_leftovers(tmp_path) == []
+    assert not fresh.exists() and hidden_leftovers(tmp_path) == []
     # A successful --overwrite swaps the folder in.
     assert main(args) == 0
     assert not (out / "old.txt").exists() and (out / "model.safetensors").exists()
-    assert _hidden_leftovers(tmp_path) == []
+    assert hidden_leftovers(tmp_path) == []
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700

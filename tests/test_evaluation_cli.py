@@ -20,6 +20,7 @@ import torch
 from open_clip.tokenizer import bytes_to_unicode, default_bpe
 from PIL import Image
 from conftest import calibrated, tiny_config
+from fixtures.remote_code_model import assert_refused_without_running, copied_model_code, save_marker_clip
 from transformers import (AutoModel, AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
                           CLIPTokenizer)
 
@@ -275,8 +276,8 @@ def test_retrieval_row_matches_brute_force_recall(any_model, caption_folder, tmp
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _module_run(*args, cwd=REPO_ROOT):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def _module_run(*args, cwd=REPO_ROOT, env=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "modeling_mobileclip.evaluation", *map(str, args)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
 
@@ -298,6 +299,37 @@ def test_python_dash_m_bad_input_exits_with_the_message(model_without_processor,
     assert completed.returncode == 1
     assert "error: --model" in completed.stderr and "no processor could be loaded" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+
+def test_a_model_with_its_own_code_is_evaluated_only_with_trust_remote_code(tiny_clip, image_folder, templates_file,
+                                                                            tmp_path):
+    """Issue 15.1: the folder's auto_map names marker_clip.py, which writes `marker` when imported."""
+    marker = tmp_path / "marker"
+    folder = save_marker_clip(tmp_path / "marker_clip", marker)
+    CLIPProcessor.from_pretrained(tiny_clip).save_pretrained(folder)
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}
+    args = ("--model", folder, "--task", "zeroshot-classification", "--dataset", image_folder,
+            "--templates", templates_file, "--cache-dir", tmp_path / "cache", "--num-workers", "0",
+            "--no-progress")  # fmt: skip
+    refused = _module_run(*args, env=env)
+    assert_refused_without_running(refused, folder, marker, tmp_path / "modules")
+
+    trusted = _module_run(*args, "--trust-remote-code", env=env)
+    assert trusted.returncode == 0, trusted.stderr
+    assert marker.exists() and "marker_clip.py" in copied_model_code(tmp_path / "modules")
+    assert 0.0 <= json.loads(trusted.stdout.strip().splitlines()[-1])["metrics"]["acc1"] <= 1.0
+
+
+def test_a_mobileclip_folder_is_evaluated_without_the_flag_and_without_its_copied_code(tiny_mobileclip, image_folder,
+                                                                                      templates_file, tmp_path):
+    """The installed classes load it: the folder's auto_map and modules (written by save_pretrained) stay unused."""
+    assert "auto_map" in json.loads((tiny_mobileclip / "config.json").read_text())
+    completed = _module_run("--model", tiny_mobileclip, "--task", "zeroshot-classification", "--dataset", image_folder,
+                            "--templates", templates_file, "--cache-dir", tmp_path / "cache", "--num-workers", "0",
+                            "--no-progress", env={"HF_MODULES_CACHE": str(tmp_path / "modules")})  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert copied_model_code(tmp_path / "modules") == []
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ import onnxruntime
 import pytest
 import torch
 from conftest import calibrated, tiny_config
+from fixtures.remote_code_model import assert_refused_without_running, copied_model_code, save_marker_clip
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.export.cli import main as export_main
@@ -94,6 +95,17 @@ def test_export_bad_input_names_the_fix(tmp_path):
         export_main(["--model", str(tmp_path / "empty"), "--output", str(tmp_path / "file")])
 
 
+def test_an_unwritable_output_folder_fails_before_the_model_is_loaded(unfused_s0_dir, tmp_path, capsys):
+    """As for the converter (test_conversion_staging.py), with folders that refuse a new entry also to root."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"--output .*file/onnx: .*file is a file, not a folder; choose an --output"):
+        export_main(["--model", str(unfused_s0_dir), "--output", str(tmp_path / "file" / "onnx")])
+    if Path("/proc").is_dir():
+        with pytest.raises(ValueError, match=r"cannot create a folder in /proc .*; choose an --output in a folder"):
+            export_main(["--model", str(unfused_s0_dir), "--output", "/proc/mobileclip-test/onnx"])
+    assert "fusing it first" not in capsys.readouterr().err  # the model was not loaded
+
+
 def test_python_dash_m_bad_input_exits_with_the_message(tmp_path):
     """`python -m modeling_mobileclip.export` (what the `mobileclip-export` console script runs too): bad input is one
     `error:` line and exit status 1, not a traceback."""
@@ -104,3 +116,35 @@ def test_python_dash_m_bad_input_exits_with_the_message(tmp_path):
     assert done.returncode == 1
     assert "error: --model" in done.stderr and "has no config.json" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _export_run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "modeling_mobileclip.export", *map(str, args)], cwd=REPO_ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, capture_output=True, text=True,
+                          timeout=300)
+
+
+
+def test_a_model_with_its_own_code_is_exported_only_with_trust_remote_code(tmp_path):
+    """Issue 15.1: the folder's auto_map names marker_clip.py, which writes `marker` when imported."""
+    marker = tmp_path / "marker"
+    folder = save_marker_clip(tmp_path / "marker_clip", marker)
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}
+    args = ("--model", folder, "--output", tmp_path / "onnx", "--no-verify")
+    refused = _export_run(*args, env=env)
+    assert_refused_without_running(refused, folder, marker, tmp_path / "modules")
+    assert not (tmp_path / "onnx").exists()
+
+    trusted = _export_run(*args, "--trust-remote-code", env=env)
+    assert trusted.returncode == 0, trusted.stderr
+    assert marker.exists() and "marker_clip.py" in copied_model_code(tmp_path / "modules")
+    assert json.loads((tmp_path / "onnx" / "export_config.json").read_text())["image_encoder"] == "image_encoder.onnx"
+
+
+def test_a_mobileclip_folder_is_exported_without_the_flag_and_without_its_copied_code(unfused_s0_dir, tmp_path):
+    """The installed classes load it: the folder's auto_map and modules (written by save_pretrained) stay unused."""
+    assert "auto_map" in json.loads((unfused_s0_dir / "config.json").read_text())
+    done = _export_run("--model", unfused_s0_dir, "--output", tmp_path / "onnx", "--no-verify",
+                       env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "onnx" / "export_config.json").is_file() and copied_model_code(tmp_path / "modules") == []

@@ -9,14 +9,16 @@ Apple v1 (`image_encoder.model.*`, `text_encoder.*`), open_clip (`visual.trunk.*
 `state_dict` and/or prefixed `module.`), or a timm image trunk alone (then `--text-checkpoint` supplies the text
 tower). Files are read with `torch.load(weights_only=True)` or safetensors: nothing in a checkpoint is executed.
 Every source key is mapped through the explicit tables in `keymaps.py`; an unexpected, missing or mis-shaped key
-fails the conversion with the full picture. The output folder is written to a temporary directory next to `--output`
-and moved into place only once complete and verified by reloading it.
+fails the conversion with the full picture. The output's folder is checked writable before any work; the output is
+written to a hidden folder next to `--output` and moved into place only once complete and verified by reloading it.
+A run killed part-way is cleaned up (or its `--overwrite` swap finished) by the next run into the same output.
 
     checkpoint.py     reading a checkpoint safely, detecting its layout
     keymaps.py        the explicit source -> target key tables
     mapping.py        applying the tables; every disagreement in one `KeyMismatchError`
     convert.py        the Python API: `convert(checkpoint, variant)` -> (model, report)
     output_folder.py  `save_converted`: the complete Hub folder (weights, processor, code, card), swapped in atomically
+    staging.py        the writable-parent check, staging folders named by writer pid, the swap, crash recovery
     cli.py            the command line (`main`), with `--push-to-hub` through `hub_cards.push`
     errors.py         `ConversionError`, `KeyMismatchError`
 

@@ -18,6 +18,7 @@ from ..configuration_mobileclip import MOBILECLIP_VARIANTS, resolve_variant
 from .convert import DTYPES, convert
 from .errors import ConversionError
 from .output_folder import check_output_dir, save_converted
+from .staging import check_parent_writable, recover_interrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             validate_repo_id(args.push_to_hub)
         if args.license_file is not None and not Path(args.license_file).is_file():
             raise ValueError(f"--license-file {args.license_file} is not a file.")
+        check_parent_writable(args.output)  # a ConversionError (a ValueError): before seconds of work
     except (ValueError, HFValidationError) as error:
         parser.error(str(error))
+    for line in recover_interrupted(args.output):
+        print(line)
     try:
         check_output_dir(args.output, args.overwrite)  # fail before the slow part
         model, report = convert(args.checkpoint, variant, text_checkpoint=args.text_checkpoint, fuse=args.fuse,

@@ -1,13 +1,13 @@
 """Writing a converted model as a complete Hub folder: weights, processor, remote code and card, swapped in atomically.
 
-The folder is written to a temporary sibling of the output, verified by reloading it, and only then moved into place.
+The folder is written to a hidden sibling of the output, verified by reloading it, and only then moved into place
+(staging.py: the names, the swap, and recovery after a killed run).
 """
 
 import hashlib
+import logging
 import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import torch
@@ -15,6 +15,9 @@ import torch
 from ..modeling_mobileclip import MobileCLIPModel
 from .convert import ConversionReport
 from .errors import ConversionError
+from .staging import new_staging_folder, recover_interrupted, swap_into_place
+
+logger = logging.getLogger(__name__)
 
 
 def _sha256(path: Path) -> str:
@@ -82,28 +85,19 @@ def save_converted(model: MobileCLIPModel, output: str | os.PathLike, *, variant
     directory, reload it to verify, then move it into place (replacing `output` only with `overwrite`)."""
     from ..processing_mobileclip import MobileCLIPProcessor
 
+    for line in recover_interrupted(output):  # the CLI has done (and printed) this already
+        logger.warning(line)
     output = check_output_dir(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging = new_staging_folder(output)
     try:
         processor = processor or MobileCLIPProcessor.from_variant(variant)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         _write_model_card(staging, variant, report, model, processor, repo_id, license_file)
         _verify_saved(staging, model)
-        _apply_umask(staging)  # mkdtemp creates 0700; give the folder the permissions a plain mkdir would
+        _apply_umask(staging)  # copied remote-code modules keep their source's mode: use what a plain write gives
         check_output_dir(output, overwrite)  # it may have appeared meanwhile
-        if output.exists():
-            retired = output.with_name(f".{output.name}.replaced-{uuid.uuid4().hex[:8]}")
-            os.rename(output, retired)
-            try:
-                os.rename(staging, output)
-            except BaseException:
-                os.rename(retired, output)
-                raise
-            shutil.rmtree(retired)
-        else:
-            os.rename(staging, output)
+        swap_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor
 
+from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
+
 from .eval_dataset import (
     load_eval_dataset,
     resolve_caption_column,
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="Evaluate only the first N examples (smoke tests).")
     parser.add_argument("--cache-dir", help="datasets cache directory for building local/hub datasets.")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
+    parser.add_argument("--trust-remote-code", action="store_true", help=f"{TRUST_REMOTE_CODE_HELP}.")
     return parser
 
 
@@ -113,11 +116,12 @@ def _check_args(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def load_model_and_processor(model_path: str, dtype: torch.dtype, device: str):
-    """`AutoModel` + `AutoProcessor` (remote code allowed), model in eval mode on `device` in `dtype`.
+def load_model_and_processor(model_path: str, dtype: torch.dtype, device: str, trust_remote_code: bool = False):
+    """`AutoModel` + `AutoProcessor`, model in eval mode on `device` in `dtype`; the folder's own code runs only
+    with `trust_remote_code`.
 
     Importing this package already registered MobileCLIP with the Auto classes (its `__init__` runs before
-    this module), so local checkpoints without `auto_map` load too.
+    this module), so MobileCLIP checkpoints load without remote code, with or without `auto_map`.
     """
     local = Path(model_path)
     if local.is_dir() and not (local / "config.json").is_file():
@@ -129,7 +133,8 @@ def load_model_and_processor(model_path: str, dtype: torch.dtype, device: str):
         raise ValueError(f"--model {model_path!r} is a file; pass the directory that holds config.json.")
     # The processor first: a missing one should fail before the weights are loaded.
     try:
-        processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+        with explain_remote_code_refusal(model_path):
+            processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except OSError as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
@@ -143,7 +148,8 @@ def load_model_and_processor(model_path: str, dtype: torch.dtype, device: str):
             f"evaluation needs both an image processor and a tokenizer. Save a full processor "
             f"(e.g. CLIPProcessor(image_processor=..., tokenizer=...).save_pretrained({model_path!r}))."
         )
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=True, dtype=dtype)
+    with explain_remote_code_refusal(model_path):
+        model = AutoModel.from_pretrained(model_path, trust_remote_code=trust_remote_code, dtype=dtype)
     missing = [name for name in ("get_image_features", "get_text_features") if not hasattr(model, name)]
     if missing:
         raise ValueError(
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         caption_column = resolve_caption_column(dataset, args.caption_column, args.dataset)
 
-    model, processor = load_model_and_processor(args.model, DTYPES[args.dtype], device)
+    model, processor = load_model_and_processor(args.model, DTYPES[args.dtype], device, args.trust_remote_code)
     common = dict(
         image_column=image_column, batch_size=args.batch_size, device=device, num_workers=args.num_workers,
         progress=not args.no_progress,

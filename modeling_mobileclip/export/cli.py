@@ -29,6 +29,9 @@ from pathlib import Path
 
 from transformers import AutoProcessor
 
+from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
+
+from ..conversion.staging import check_parent_writable
 from .coreml_export import coreml_runtime_available, export_coreml, import_coremltools, verify_coreml
 from .encoders import load_fused_model
 from .onnx_export import export_onnx, verify_onnx
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--max-batch", type=int, default=256, help="CoreML: largest batch the encoders accept")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     return parser
 
 
@@ -66,9 +70,10 @@ def main(argv=None) -> dict:
         raise ValueError(f"--max-batch {args.max_batch}; expected a positive integer.")
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a file; pass a directory.")
+    check_parent_writable(args.output)  # the staging folder goes next to it: fail before loading and exporting
     if args.format == "coreml":
         import_coremltools()  # fail before loading weights
-    model = load_fused_model(args.model)
+    model = load_fused_model(args.model, args.trust_remote_code)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     summary = {f"{kind}_encoder": f"{kind}_encoder{EXTENSIONS[args.format]}" for kind in ("image", "text")}
     summary.update(format=args.format, image_size=model.config.vision_config.image_size,
@@ -94,7 +99,9 @@ def main(argv=None) -> dict:
             summary["max_abs_diff_vs_pytorch"] = verify(model, staging)
             print(f"{args.format} vs PyTorch max abs diff: {summary['max_abs_diff_vs_pytorch']}", file=sys.stderr)
         try:
-            AutoProcessor.from_pretrained(args.model, trust_remote_code=True).save_pretrained(staging)
+            with explain_remote_code_refusal(args.model):
+                processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+            processor.save_pretrained(staging)
         except (OSError, ValueError) as err:
             print(f"No processor saved next to the encoders ({str(err).strip().splitlines()[0]}); preprocess as "
                   f"the model card describes.", file=sys.stderr)

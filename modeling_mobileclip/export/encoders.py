@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
+from hub_cards.remote_code import explain_remote_code_refusal
+
 from .. import MobileCLIPModel  # noqa: F401  (registers the Auto classes)
 
 PARITY_TOLERANCE = 1e-4
@@ -41,14 +43,16 @@ def is_fused(model) -> bool:
     return all(getattr(config, "inference_mode", True) for config in configs)
 
 
-def load_fused_model(model_id: str) -> torch.nn.Module:
-    """The model in float32 eval mode with eager attention (a plain graph to export), fused if it was not."""
+def load_fused_model(model_id: str, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The model in float32 eval mode with eager attention (a plain graph to export), fused if it was not; the
+    folder's own code runs only with `trust_remote_code`."""
     local = Path(model_id)
     if local.exists() and not (local / "config.json").is_file():
         raise ValueError(f"--model {model_id!r} has no config.json; pass a directory written by "
                          f"`model.save_pretrained(...)` or a hub id.")
-    model = AutoModel.from_pretrained(model_id, dtype=torch.float32, attn_implementation="eager",
-                                      trust_remote_code=True).eval()
+    with explain_remote_code_refusal(model_id):
+        model = AutoModel.from_pretrained(model_id, dtype=torch.float32, attn_implementation="eager",
+                                          trust_remote_code=trust_remote_code).eval()
     missing = [name for name in ("get_image_features", "get_text_features") if not hasattr(model, name)]
     if missing:
         raise ValueError(f"--model {model_id!r} loaded as {type(model).__name__}, which lacks {missing}; pass a "
