@@ -363,6 +363,9 @@ PREFLIGHT_FAILURES = {  # case: (extra flags, how the Hub or the token is set up
     "card the Hub rejects": (["--license", "not-a-licence"], None,
                              r"the model card this run would write is invalid \(.*license: 'not-a-licence' is not a "
                              r"known license id.*\); fix --license"),
+    "open_clip card the Hub rejects": (["--model", "tiny-open-clip", "--license", "not-a-licence"], None,
+                                       r"the model card this run would write is invalid \(.*license: 'not-a-licence' "
+                                       r"is not a known license id"),
     "offline": ([], "offline", r"HF_HUB_OFFLINE is set, but pushing needs the Hub: unset HF_HUB_OFFLINE"),
     "no token": ([], "no token", r"no Hugging Face token found\. Log in with `hf auth login`"),
     "rejected token": ([], "wrong token", r"the Hub rejects the token \(401\)\. Create a write token"),
