@@ -38,7 +38,7 @@ from modeling_mobileclip.training.checkpoints import (
 )
 from modeling_mobileclip.training.data_report import log_uids, report_data, truncate_uid_log
 from modeling_mobileclip.training.heldout import evaluate
-from modeling_mobileclip.training.hub_upload import HubUploader
+from modeling_mobileclip.training.hub_upload import HubUploader, check_hub_push
 from modeling_mobileclip.training.losses import mobileclip_loss, total_loss
 from modeling_mobileclip.training.optim import build_optimizer, warmup_cosine_schedule
 from modeling_mobileclip.training.run import Run, build_eval, build_train_data, total_steps
@@ -68,6 +68,7 @@ def setup(args) -> Run:
         # total_limit=None: checkpoints.save_checkpoint rotates, and only after the new checkpoint is complete.
         project_config=ProjectConfiguration(project_dir=args.output_dir, automatic_checkpoint_naming=True,
                                             logging_dir=str(Path(args.output_dir) / "logs"), total_limit=None))
+    check_hub_push(args, accelerator)  # --push-to-hub: token, repo access, licence and card, before any work
     if args.resume is None and args.overwrite_output_dir and accelerator.is_main_process:
         shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)  # automatic naming restarts at 0
     accelerator.wait_for_everyone()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from huggingface_hub import DatasetCard, ModelCard
+from huggingface_hub import DatasetCard, ModelCard, RepoCard
 
 # The licence of this project's code (pyproject.toml `license`); the `*.py` files of a pushed repo are under it.
 CODE_LICENSE = "Apache-2.0"
@@ -67,13 +67,21 @@ def licence_line(licence: dict) -> str:
     return f"`{licence['license']}`"
 
 
+def parse_card(text: str, repo_type: str = "model") -> RepoCard:
+    """huggingface_hub's own reading of a README: its `ModelCard` / `DatasetCard` classes, strict (metadata that is
+    not a mapping or a `model-index` it cannot turn into `EvalResult`s raises ValueError)."""
+    card_class = {"model": ModelCard, "dataset": DatasetCard}.get(repo_type, RepoCard)
+    return card_class(text, ignore_metadata_errors=False)
+
+
 def validate_card(card: ModelCard | DatasetCard, repo_type: str | None = None) -> None:
-    """Check the card's metadata with the Hub (`POST {HF_ENDPOINT}/api/validate-yaml`); raise ValueError with the
-    Hub's messages when it is rejected."""
+    """Check the card's metadata with huggingface_hub's own parsing (`parse_card`), then with the Hub
+    (`POST {HF_ENDPOINT}/api/validate-yaml`); raise ValueError with the reasons when it is rejected."""
+    repo_type = repo_type or card.repo_type
     try:
-        card.validate(repo_type=repo_type)
+        parse_card(str(card), repo_type).validate(repo_type=repo_type)
     except ValueError as err:
-        raise ValueError(f"The Hub rejected the {repo_type or card.repo_type} card metadata: {err}") from err
+        raise ValueError(f"The Hub rejected the {repo_type} card metadata: {err}") from err
 
 
 def public_name(name) -> str:

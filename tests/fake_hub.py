@@ -36,11 +36,15 @@ Failure injection (checked before a route does anything):
     hub.fail("commit", status=403)            # every commit answers 403 until `hub.clear_failures()`
     hub.fail("*", status="connect")           # every request raises httpx2.ConnectError
 
-Route names: "create_repo", "preupload", "commit", "resolve", "info", "tree", "validate_yaml", "*" (all). Note that
+Route names: "create_repo", "delete_repo", "preupload", "commit", "resolve", "info", "tree", "validate_yaml", "whoami",
+"auth_check", "*" (all). Note that
 huggingface_hub itself retries a commit POST that answers 5xx, sleeping 1, 2, 4... s between tries (patch
 `huggingface_hub.utils._http.time.sleep` to keep such a test fast). Requests must carry this hub's token (`HF_TOKEN`
-is set to it by install()); another token gets 401. `/api/validate-yaml` applies the subset of the Hub's metadata
-checks in `validate_metadata` (licence ids, `other` + name + link, pipeline_tag, widget, model-index, configs).
+is set to it by install()); another token gets 401. The token belongs to user `hub.user` ("me"), member of
+`hub.orgs` ("org",), with role `hub.role` ("write"): creating, committing to or deleting a repo outside those
+namespaces, or with role "read", answers 403 as the Hub does (`hub.role = "read"` simulates a read-only token).
+`/api/validate-yaml` applies the subset of the Hub's metadata checks in `validate_metadata` (licence ids, `other` +
+name + link, pipeline_tag, widget, model-index, configs).
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ import yaml
 
 FAKE_ENDPOINT = "http://fake-hub.invalid"
 FAKE_TOKEN = "hf_fake_write_token"
-ROUTES = ("create_repo", "preupload", "commit", "resolve", "info", "tree", "validate_yaml")
+ROUTES = ("create_repo", "delete_repo", "preupload", "commit", "resolve", "info", "tree", "validate_yaml", "whoami",
+          "auth_check")
 REPO_TYPES = ("model", "dataset", "space")
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -112,6 +117,9 @@ class FakeHub:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request, in order
     failures: list[_Failure] = field(default_factory=list)
     validated: list[dict] = field(default_factory=list)  # bodies posted to /api/validate-yaml
+    user: str = "me"  # whom the token belongs to (whoami)
+    orgs: tuple[str, ...] = ("org",)  # the organisations the user may write to
+    role: str = "write"  # the token's role: "write", or "read" (every write answers 403)
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -121,6 +129,9 @@ class FakeHub:
 
     def create_repo(self, repo_id: str, repo_type: str = "model") -> None:
         self.history.setdefault((repo_type, repo_id), [])
+
+    def delete_repo(self, repo_id: str, repo_type: str = "model") -> None:
+        self.history.pop((repo_type, repo_id), None)
 
     def repo_exists(self, repo_id: str, repo_type: str = "model") -> bool:
         return (repo_type, repo_id) in self.history
@@ -245,6 +256,10 @@ class FakeHub:
         repo = r"(?P<repo>[^/]+/[^/]+)"
         return (
             ("create_repo", ("POST",), re.compile(r"/api/repos/create"), self._create_repo),
+            ("delete_repo", ("DELETE",), re.compile(r"/api/repos/delete"), self._delete_repo),
+            ("whoami", ("GET",), re.compile(r"/api/whoami-v2"), self._whoami),
+            ("auth_check", ("GET",), re.compile(rf"/api/{types}/{repo}/auth-check(?P<write>/write)?"),
+             self._auth_check),
             ("preupload", ("POST",), re.compile(rf"/api/{types}/{repo}/preupload/(?P<rev>[^/]+)"), self._preupload),
             ("commit", ("POST",), re.compile(rf"/api/{types}/{repo}/commit/(?P<rev>[^/]+)"), self._commit),
             ("validate_yaml", ("POST",), re.compile(r"/api/validate-yaml"), self._validate_yaml),
@@ -261,20 +276,54 @@ class FakeHub:
             return _error(401, "Invalid credentials in Authorization header", code="RepoNotFound")
         return None
 
+    def _may_write(self, repo_id: str) -> httpx2.Response | None:
+        """403 unless the token has the write role and the repo's namespace is the user's or one of its orgs."""
+        namespace = repo_id.split("/")[0]
+        if self.role != "write" or namespace not in (self.user, *self.orgs):
+            return _error(403, f"You don't have the rights to write to {repo_id} (token role {self.role!r}, "
+                               f"namespaces {[self.user, *self.orgs]})")
+        return None
+
+    def _repo_from_body(self, request: httpx2.Request) -> tuple[str, str]:
+        body = json.loads(request.content or b"{}")
+        name, organization = body.get("name"), body.get("organization")
+        return body.get("type") or "model", f"{organization}/{name}" if organization else name
+
     def _create_repo(self, request: httpx2.Request) -> httpx2.Response:
         if (denied := self._authorised(request)) is not None:
             return denied
-        body = json.loads(request.content or b"{}")
-        repo_type = body.get("type") or "model"
-        name, organization = body.get("name"), body.get("organization")
-        repo_id = f"{organization}/{name}" if organization else name
+        repo_type, repo_id = self._repo_from_body(request)
         if repo_type not in REPO_TYPES or not repo_id or not _REPO_ID.match(repo_id):
             return _error(400, f"invalid repo name {repo_id!r} or type {repo_type!r}")
+        if (denied := self._may_write(repo_id)) is not None:
+            return denied
         if self.repo_exists(repo_id, repo_type):
             return _error(409, "You already created this model repo", extra={"url": self._repo_url(repo_type,
                                                                                                       repo_id)})
         self.create_repo(repo_id, repo_type)
         return httpx2.Response(200, json={"url": self._repo_url(repo_type, repo_id), "name": repo_id})
+
+    def _delete_repo(self, request: httpx2.Request) -> httpx2.Response:
+        repo_type, repo_id = self._repo_from_body(request)
+        if (denied := self._authorised(request) or self._missing_repo(repo_type, repo_id)
+                or self._may_write(repo_id)) is not None:
+            return denied
+        self.delete_repo(repo_id, repo_type)
+        return httpx2.Response(200)
+
+    def _whoami(self, request: httpx2.Request) -> httpx2.Response:
+        if (denied := self._authorised(request)) is not None:
+            return denied
+        return httpx2.Response(200, json={
+            "type": "user", "name": self.user, "orgs": [{"name": org, "roleInOrg": "write"} for org in self.orgs],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": self.role}}})
+
+    def _auth_check(self, request, type, repo, write=None) -> httpx2.Response:
+        if (denied := self._authorised(request) or self._missing_repo(type, repo)) is not None:
+            return denied
+        if write and (denied := self._may_write(repo)) is not None:
+            return denied
+        return httpx2.Response(200, json={})
 
     def _repo_url(self, repo_type: str, repo_id: str) -> str:
         return f"{self.endpoint}/{_URL_PREFIX[repo_type]}{repo_id}"
@@ -298,7 +347,7 @@ class FakeHub:
         return commits[-1].oid if commits else "0" * 40
 
     def _commit(self, request, type, repo, rev) -> httpx2.Response:
-        if (denied := self._authorised(request) or self._missing_repo(type, repo)) is not None:
+        if (denied := self._authorised(request) or self._missing_repo(type, repo) or self._may_write(repo)) is not None:
             return denied
         if unquote(rev) != "main":
             return _error(400, f"the fake hub commits to 'main' only, got revision {rev!r}")

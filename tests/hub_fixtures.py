@@ -33,7 +33,8 @@ def one_torch_thread():
 
 @pytest.fixture(autouse=True, name="private_tempdir")
 def private_tempdir_fixture(tmp_path, monkeypatch):
-    """The push helpers keep a temporary folder when a push fails (so nothing is lost): keep them in tmp_path."""
+    """Temporary folders of the push helpers (snapshot copies, push_model_to_hub's save, kept when its push fails so
+    nothing is lost) go to tmp_path, where a test can check what is left."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     return tmp_path / "tmp"

@@ -17,9 +17,11 @@ from hub_fixtures import (  # noqa: F401  (fixtures; one_torch_thread and privat
     one_torch_thread,
     private_tempdir_fixture,
 )
+from huggingface_hub import DatasetCardData
 from PIL import Image
 
 from hub_cards import generate_dataset_card, validate_card
+from hub_cards.common import parse_card
 from hub_cards.push import push_folder_to_hub
 
 
@@ -198,3 +200,6 @@ def test_dataset_card_validates(fake_hub):
     card = generate_dataset_card(reinforced_config("npz"), repo_id="org/tiny-reinforced", license="cc-by-nc-4.0")
     validate_card(card)
     assert fake_hub.validated[-1]["repoType"] == "dataset"
+    # huggingface_hub's own DatasetCard reads the metadata back strictly and unchanged
+    parsed = parse_card(str(card), "dataset")
+    assert isinstance(parsed.data, DatasetCardData) and parsed.data.to_dict() == front_matter(str(card))

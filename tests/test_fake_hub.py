@@ -37,3 +37,31 @@ def test_fake_hub_store_survives_dump_and_load(tmp_path):
     assert loaded.files("org/d", "dataset") == {"data.tar": b"tar"} and loaded.commits("org/m")[0].message == "first"
     with pytest.raises(ValueError, match="unknown fake-hub route 'push'"):
         hub.fail("push")
+
+
+def test_fake_hub_answers_whoami_auth_check_and_delete_as_the_hub(tmp_path):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    hub = FakeHub()
+    with hub.install(cache_dir=tmp_path):
+        api = HfApi()
+        me = api.whoami()
+        assert (me["name"], [o["name"] for o in me["orgs"]], me["auth"]["accessToken"]["role"]) == (
+            "me", ["org"], "write")
+        with pytest.raises(RepositoryNotFoundError):
+            api.auth_check("org/new", write=True)
+        api.create_repo("org/new")
+        api.auth_check("org/new", write=True)
+        with pytest.raises(HfHubHTTPError, match="403"):  # not a namespace of the token's user
+            api.create_repo("someone/new")
+        hub.add_commit("someone/theirs", {"a.txt": b"a"})
+        with pytest.raises(HfHubHTTPError, match="403"):
+            api.auth_check("someone/theirs", write=True)
+        api.auth_check("someone/theirs")  # readable
+        hub.role = "read"
+        with pytest.raises(HfHubHTTPError, match="403"):
+            api.create_repo("org/other")
+        hub.role = "write"
+        api.delete_repo("org/new")
+    assert not hub.repo_exists("org/new") and not hub.repo_exists("someone/new")

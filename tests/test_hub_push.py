@@ -5,6 +5,7 @@ import ast
 import copy
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,16 @@ AMLR_WARNING = "ignore:The weights are under Apple's AMLR licence"
 
 def local_tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def run_hf_cli(command: str) -> None:
+    """Run an `hf ...` command line (a HubPushError's retry command) with huggingface_hub's own CLI, in this process
+    so that it talks to the installed fake Hub."""
+    from huggingface_hub.cli.hf import app
+
+    argv = shlex.split(command)
+    assert argv[0] == "hf", command
+    app(argv[1:], standalone_mode=False)
 
 
 @pytest.fixture
@@ -181,14 +192,15 @@ def test_background_checkpoint_pushes_survive_checkpoint_rotation(fake_hub, tiny
         assert fake_hub.files("org/run") == expected and list(private_tempdir.iterdir()) == []  # copy removed
 
         fake_hub.fail("commit", status=403)
-        with pytest.raises(HubPushError, match=f"a copy of {second} taken when the push was queued") as raised:
+        with pytest.raises(HubPushError, match=f"Its files are at {second} \\(the copy taken when the push was "
+                                               "queued was removed\\)") as raised:
             push_folder_to_hub(second, "org/run", path_in_repo="last-checkpoint", delete_patterns="*",
-                               run_as_future=True, backoff=0).result(timeout=120)
-        assert local_tree(raised.value.folder) == local_tree(second)  # the copy is kept for the retry
-        assert f"hf upload org/run {raised.value.folder} last-checkpoint" in str(raised.value)
+                               run_as_future=True, backoff=0, commit_message="Checkpoint 1").result(timeout=120)
+        assert raised.value.folder == second and list(private_tempdir.iterdir()) == []  # no copy left behind
+        assert raised.value.retry_command == (f"hf upload org/run {second} last-checkpoint --repo-type model "
+                                              "--commit-message 'Checkpoint 1' --delete '*'")
         fake_hub.clear_failures()
-        push_folder_to_hub(second, "org/run", path_in_repo="last-checkpoint", delete_patterns="*",
-                           run_as_future=True, commit_message="Checkpoint 1").result(timeout=120)
+        run_hf_cli(raised.value.retry_command)  # the printed command does what the push would have done
         assert fake_hub.files("org/run") == {f"last-checkpoint/{p}": data for p, data in local_tree(second).items()}
         assert fake_hub.commits("org/run")[-1].message == "Checkpoint 1"
     finally:
@@ -202,6 +214,126 @@ def test_run_as_future_pushes_model_processor_and_card(fake_hub, tiny_model, tin
     info = future.result(timeout=60)
     (commit,) = fake_hub.commits("org/bg")
     assert info.oid == commit.oid and "README.md" in commit.files and "widget/checkerboard.png" in commit.files
+
+
+# ---------------------------------------------------------------- a failed push loses nothing and leaves nothing
+
+
+@pytest.mark.parametrize("failure", ["permanent", "retries-exhausted"])
+def test_a_failed_first_push_deletes_the_repo_it_created(fake_hub, model_folder, instant_hub_retries, failure):
+    if failure == "permanent":
+        fake_hub.fail("commit", status=403)
+    else:  # huggingface_hub's own commit retries, then ours, all answered 500
+        fake_hub.fail("commit", status=500)
+    with pytest.raises(HubPushError, match="The model repo 'org/retried' this push had created was deleted again "
+                                           r"\(it stayed empty\)") as raised:
+        push_folder_to_hub(model_folder, "org/retried", commit_message="Add weights", retries=1, backoff=0)
+    assert not fake_hub.repo_exists("org/retried") and ("DELETE", "/api/repos/delete") in fake_hub.requests
+    assert raised.value.attempts == (1 if failure == "permanent" else 2)
+    assert local_tree(raised.value.folder) == local_tree(model_folder)  # the output itself is untouched
+
+
+def test_a_failed_push_never_deletes_a_repo_it_did_not_create(fake_hub, model_folder):
+    fake_hub.add_commit("org/retried", {"notes.txt": b"kept"})
+    fake_hub.create_repo("org/empty-but-not-ours")
+    fake_hub.fail("commit", status=403)
+    for repo in ("org/retried", "org/empty-but-not-ours"):
+        with pytest.raises(HubPushError) as raised:
+            push_folder_to_hub(model_folder, repo, backoff=0)
+        assert "deleted" not in str(raised.value) and fake_hub.repo_exists(repo)
+    assert fake_hub.files("org/retried") == {"notes.txt": b"kept"}
+    assert ("DELETE", "/api/repos/delete") not in fake_hub.requests
+
+
+@pytest.mark.parametrize("outcome", ["success", "permanent failure", "retries exhausted"])
+def test_a_background_push_removes_its_snapshot_however_it_ends(fake_hub, model_folder, private_tempdir, outcome):
+    if outcome == "permanent failure":
+        fake_hub.fail("commit", status=403)
+    elif outcome == "retries exhausted":
+        fake_hub.fail("create_repo", status="connect")
+    future = push_folder_to_hub(model_folder, "org/retried", run_as_future=True, retries=2, backoff=0,
+                                commit_message="Background")
+    (copy,) = private_tempdir.iterdir()  # the copy the push uploads from
+    assert copy.name.startswith("mobileclip-push-output-")
+    if outcome == "success":
+        future.result(timeout=120)
+    else:
+        with pytest.raises(HubPushError, match=f"Its files are at {model_folder} ") as raised:
+            future.result(timeout=120)
+        assert raised.value.folder == model_folder and str(copy) not in str(raised.value)
+        assert raised.value.attempts == (1 if outcome == "permanent failure" else 3)
+    assert list(private_tempdir.iterdir()) == []
+
+
+def test_the_retry_command_publishes_what_the_push_would_have(fake_hub, model_folder):
+    """A training output folder: the final push leaves out `checkpoints/` (optimizer, RNG state); so does the `hf
+    upload` command a failure prints, and running it publishes exactly what a successful push does."""
+    state = model_folder / "checkpoints" / "checkpoint_0"
+    state.mkdir(parents=True)
+    (state / "optimizer.bin").write_bytes(b"optimizer state")
+    (state / "random_states_0.pkl").write_bytes(b"rng state")
+    patterns = ["checkpoints/*"]  # one list for both pushes, as training's final push has: never changed by a push
+    push_folder_to_hub(model_folder, "org/reference", ignore_patterns=patterns, commit_message="Final")
+    published = fake_hub.files("org/reference")
+    assert published and not any(name.startswith("checkpoints/") for name in published)
+
+    fake_hub.fail("commit", status=403)
+    with pytest.raises(HubPushError) as raised:
+        push_folder_to_hub(model_folder, "org/retried", ignore_patterns=patterns, commit_message="Final", backoff=0)
+    assert patterns == ["checkpoints/*"]
+    command = raised.value.retry_command
+    assert command == f"hf upload org/retried {model_folder} . --repo-type model --commit-message Final " \
+                      "--exclude 'checkpoints/*'"
+    assert command in str(raised.value)
+    fake_hub.clear_failures()
+    run_hf_cli(command)
+    assert fake_hub.files("org/retried") == published
+
+
+EXIT_WHILE_PUSHING = textwrap.dedent("""
+    import importlib.util, os, signal, sys, tempfile, threading, time
+    fake_hub_path, folder = sys.argv[1:3]
+    spec = importlib.util.spec_from_file_location("fake_hub", fake_hub_path)
+    fake_hub = sys.modules["fake_hub"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake_hub)
+    hub, uploading = fake_hub.FakeHub(), threading.Event()
+    serve = hub.handle
+    def slow_commits(request):  # the second push's commit hangs, as an upload of a large file does
+        if request.url.path.endswith("/commit/main") and b"Checkpoint 2" in request.content:
+            print("copies while uploading:", sorted(os.listdir(tempfile.gettempdir())), flush=True)
+            uploading.set()
+            time.sleep(60)
+        return serve(request)
+    hub.handle = slow_commits
+    installed = hub.install()  # kept (a collected generator would uninstall it): the pushes run at exit
+    installed.__enter__()
+    hub.fail("commit", status=403, times=1)  # the first push fails
+    from hub_cards.push import push_folder_to_hub
+    for step in (1, 2):
+        push_folder_to_hub(folder, "org/exit", path_in_repo="last-checkpoint", run_as_future=True, backoff=0,
+                           commit_message=f"Checkpoint {step}")
+    def interrupt():  # Ctrl-C while the interpreter waits at exit for the queued push
+        uploading.wait(120)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    print("exiting without waiting for the futures", flush=True)
+""")
+
+
+def test_interpreter_exit_leaves_no_snapshot_copy(model_folder, tmp_path):
+    """The first queued push fails (its copy goes at once), the interpreter exits without `.result()`, and Ctrl-C
+    interrupts its wait for the second push in mid-upload: no copy is left in the temp dir."""
+    temp = tmp_path / "process-tmp"
+    temp.mkdir()
+    done = subprocess.run([sys.executable, "-c", EXIT_WHILE_PUSHING, str(FAKE_HUB_PATH), str(model_folder)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(temp)})
+    assert "exiting without waiting for the futures" in done.stdout, done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("copies while uploading:")]
+    copies = [name for name in ast.literal_eval(line.split(":", 1)[1].strip()) if name.startswith("mobileclip-push")]
+    assert len(copies) == 1 and copies[0].startswith("mobileclip-push-output-")  # the failed push's copy is gone
+    assert "KeyboardInterrupt" in done.stderr  # the wait at exit was interrupted in mid-upload
+    assert [p.name for p in temp.iterdir() if p.name.startswith("mobileclip-push")] == []
 
 
 # ---------------------------------------------------------------- end to end: convert, push, load as remote code

@@ -16,7 +16,7 @@ from hub_fixtures import (  # noqa: F401  (fixtures; one_torch_thread and privat
     tiny_model_fixture,
     tiny_processor_fixture,
 )
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, RepoCard
 from PIL import Image
 from transformers import pipeline
 
@@ -250,3 +250,60 @@ def test_validate_card_against_the_fake_hub(fake_hub, variant_cards):
         validate_card(broken)
     assert "pipeline_tag: 'zero-shot-everything' is not a known task" in str(raised.value)
     assert "license: 'other' needs license_name and license_link" in str(raised.value)
+
+
+def test_widget_images_resolve_on_the_hub_and_relative_paths_would_not(fake_hub, tiny_model, tiny_processor, tmp_path):
+    """The Hub page shows a widget image by fetching `src` from the browser: a relative `widget/x.png` resolves
+    against the page URL `<hub>/<repo>` to `<hub>/<namespace>/widget/x.png`, not a file of the repo. The card's
+    resolve URLs serve exactly the PNG pushed with it."""
+    from urllib.parse import urljoin
+
+    from huggingface_hub.utils import get_session
+
+    from hub_cards.push import push_folder_to_hub
+
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    card = own_card(tiny_model, tiny_processor, repo_id="org/tiny")
+    card.write(folder)
+    push_folder_to_hub(folder, "org/tiny", commit_message="Add weights")
+    page = f"{fake_hub.endpoint}/org/tiny"
+    for example, relative in zip(card.data.widget, card.assets):
+        assert example["src"] == f"{page}/resolve/main/{relative}"
+        served = get_session().get(example["src"])
+        assert served.status_code == 200 and served.content == (folder / relative).read_bytes()
+        assert get_session().get(urljoin(page, relative)).status_code == 404  # what a relative src would fetch
+
+
+def test_card_metadata_passes_huggingface_hubs_own_validation(fake_hub, variant_cards, tiny_model, tiny_processor):
+    """Every card kind is read back strictly by huggingface_hub's `ModelCard` (its `ModelCardData` turns the
+    model-index into `EvalResult`s) and round-trips unchanged; a model-index it cannot read is rejected before the
+    Hub is asked."""
+    from hub_cards.common import parse_card
+    from modeling_mobileclip.training.card import generic_card
+
+    trained = {"repo_id": "org/tiny-clip", "name": "tiny-clip", "license": "apache-2.0", "datasets": None,
+               "base_model": "org/clip-base", "training": {"data": ["toy"], "command": "train", "teachers": [],
+                                                           "hyperparameters": {"lr": 0.001}},
+               "eval_results": [{"key": "eval", "dataset": "held-out evaluation",
+                                 "metrics": {"zeroshot_acc1": 0.5, "image_to_text_r1": 0.25}}]}
+    cards = [*variant_cards.values(), own_card(tiny_model, tiny_processor, eval_results=[
+        {"dataset": "held-out", "metrics": {"eval/zeroshot_acc1": 0.5}}]),
+        generic_card(trained, "transformers", "...")]
+    for card in cards:
+        text = str(card)
+        meta = front_matter(text)
+        parsed = parse_card(text)
+        assert parsed.data.to_dict() == meta  # nothing dropped or rewritten by huggingface_hub's reading
+        assert ModelCardData(**meta).to_dict() == meta
+        metrics = [m for entry in meta.get("model-index", []) for r in entry["results"] for m in r["metrics"]]
+        assert len(parsed.data.eval_results or []) == len(metrics)
+        validate_card(card)
+    assert len(fake_hub.validated) == len(cards)
+    meta = front_matter(str(cards[-1]))
+    broken = str(cards[-1]).replace("  results:\n", "  outcomes:\n", 1)
+    assert "outcomes:" in broken and "model-index" in meta
+    with pytest.raises(ValueError, match="Invalid `model_index` in metadata cannot be parsed"):
+        validate_card(RepoCard(broken), "model")  # a plain RepoCard does not read the model-index itself
+    assert len(fake_hub.validated) == len(cards)  # refused before the Hub was asked

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,8 +312,123 @@ def test_push_to_hub_checkpoints_in_the_background_and_the_final_model(cache_dir
         assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
         assert "org/tiny-dr" in files["README.md"].decode()  # the card's snippets load from the repo
         reloaded = AutoModel.from_pretrained("org/tiny-dr")
+        # the pre-flight check asked before anything was created, and the card's widget images resolve on the Hub
+        first_create = hub.requests.index(("POST", "/api/repos/create"))
+        assert {("GET", "/api/whoami-v2"), ("GET", "/api/models/org/tiny-dr/auth-check/write")} <= set(
+            hub.requests[:first_create])
+        from huggingface_hub.utils import get_session
+
+        for example in yaml.safe_load(files["README.md"].decode().split("---\n")[1])["widget"]:
+            assert example["src"].startswith(f"{hub.endpoint}/org/tiny-dr/resolve/main/widget/")
+            assert get_session().get(example["src"]).content == files[example["src"].split("/resolve/main/")[1]]
     local = load_file(out / "model.safetensors")
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in local.items())
+
+
+def test_push_to_hub_whose_pushes_all_fail_leaves_no_copy_and_no_repo(cache_dir, tmp_path, monkeypatch, capsys):
+    """Every commit is refused: the checkpoint pushes warn, the final one raises; no snapshot copy stays in the temp
+    dir, the repo the first push created is gone, and the printed retry command publishes the model but not the
+    training state."""
+    import tempfile
+
+    from fake_hub import FakeHub
+    from test_hub_push import run_hf_cli
+
+    from hub_cards.push import HubPushError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    hub = FakeHub()
+    with hub.install(cache_dir=tmp_path / "hub-cache"):
+        hub.fail("commit", status=403)
+        with pytest.raises(HubPushError) as raised:
+            run_in_process(cache_dir, tmp_path / "run", "--max-steps", "4", "--checkpoint-every", "2",
+                           "--eval-every", "4", "--push-to-hub", "org/tiny-dr")
+        assert capsys.readouterr().err.count("Warning: Pushing") == 2  # both checkpoint pushes failed
+        assert not hub.repo_exists("org/tiny-dr") and list((tmp_path / "tmp").iterdir()) == []
+        out = tmp_path / "run"
+        assert raised.value.folder == out and (out / "checkpoints").is_dir()
+        assert raised.value.retry_command.endswith("--exclude 'checkpoints/*'")
+        hub.clear_failures()
+        run_hf_cli(raised.value.retry_command)
+        files = hub.files("org/tiny-dr")
+        assert files["model.safetensors"] == (out / "model.safetensors").read_bytes() and "README.md" in files
+        assert not any(name.startswith("checkpoints/") for name in files)
+
+
+PREFLIGHT_FAILURES = {  # case: (extra flags, how the Hub or the token is set up, the one error line)
+    "no licence": (["--train-data", "shards/{00000..00001}.tar", "--eval-data", "held-out"], None,
+                   r"no --license given: .*Pass a Hub licence id, e\.g\. --license apache-2\.0, or the licence your "
+                   r"data and teachers require\."),
+    "card the Hub rejects": (["--license", "not-a-licence"], None,
+                             r"the model card this run would write is invalid \(.*license: 'not-a-licence' is not a "
+                             r"known license id.*\); fix --license"),
+    "open_clip card the Hub rejects": (["--model", "tiny-open-clip", "--license", "not-a-licence"], None,
+                                       r"the model card this run would write is invalid \(.*license: 'not-a-licence' "
+                                       r"is not a known license id"),
+    "offline": ([], "offline", r"HF_HUB_OFFLINE is set, but pushing needs the Hub: unset HF_HUB_OFFLINE"),
+    "no token": ([], "no token", r"no Hugging Face token found\. Log in with `hf auth login`"),
+    "rejected token": ([], "wrong token", r"the Hub rejects the token \(401\)\. Create a write token"),
+    "read-only token": ([], "read-only token", r"the token is read-only\. Create a write token"),
+    "namespace not the user's": (["--push-to-hub", "someone/tiny-dr"], None,
+                                 r"the repo does not exist and 'me' cannot create repos under 'someone'\. Use a "
+                                 r"namespace of yours \(me, org\), e\.g\. --push-to-hub me/tiny-dr\."),
+    "Hub unreachable": ([], "unreachable", r"could not reach the Hub \(ConnectError: \[fake hub\] .*\); check the "
+                                          r"connection and rerun\."),
+    "existing repo not writable": (["--push-to-hub", "someone/existing"], "someone's repo",
+                                   r"the token of 'me' has no write access to this existing repo .*--push-to-hub "
+                                   r"me/existing"),
+}
+
+
+@pytest.mark.parametrize("case", list(PREFLIGHT_FAILURES))
+def test_push_to_hub_preflight_fails_before_training(cache_dir, tmp_path, monkeypatch, capsys, case):
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    extra, setup, message = PREFLIGHT_FAILURES[case]
+    flags = ["--push-to-hub", "org/tiny-dr", *extra]  # a later --push-to-hub wins
+    hub = FakeHub()
+    if setup == "someone's repo":
+        hub.add_commit("someone/existing", {"README.md": b"theirs"})
+    with hub.install(cache_dir=tmp_path / "hub-cache"):
+        if setup == "no token":
+            monkeypatch.delenv("HF_TOKEN")
+            monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
+        elif setup == "offline":
+            monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        elif setup == "wrong token":
+            monkeypatch.setenv("HF_TOKEN", "hf_not_the_right_one")
+        elif setup == "read-only token":
+            hub.role = "read"
+        elif setup == "unreachable":
+            hub.fail("*", status="connect")
+        with pytest.raises(SystemExit) as raised:
+            run_in_process(cache_dir, tmp_path / "run", "--max-steps", "2", *flags)
+    assert raised.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    repo = flags[flags.index("--push-to-hub", 2) + 1] if "--push-to-hub" in extra else "org/tiny-dr"
+    assert len(errors) == 1 and errors[0].startswith(f"train_accelerate.py: error: --push-to-hub {repo}: ")
+    assert re.search(message, errors[0]), errors[0]
+    # before any work: no data read, no step, nothing written, nothing created on the Hub
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "model.safetensors").exists()
+    assert [key for key in hub.history if key[1] != "someone/existing"] == []
+    assert [r for r in hub.requests if r[0] != "GET" and r[1] != "/api/validate-yaml"] == []
+
+
+def test_push_to_hub_without_a_token_exits_2_with_one_error_line(cache_dir, tmp_path):
+    """The real process, as `mobileclip-train` / `python train_accelerate.py` run it: status 2, one line, no work."""
+    env = {**ENV, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
+    env.pop("HF_TOKEN", None)
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(ROOT / "train_accelerate.py"), *TOY, "--cache-dir", str(cache_dir),
+                           "--output-dir", str(out), "--push-to-hub", "org/tiny-dr"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "train_accelerate.py: error: --push-to-hub org/tiny-dr: no Hugging Face token found. Log in with `hf auth "
+        "login` (a token with write access) or set HF_TOKEN, then rerun.")
+    assert "Traceback" not in done.stderr and not (out / "checkpoints").exists()
 
 
 # ------------------------------------------------------------------------------------------------ failures, bad input

@@ -36,13 +36,23 @@ def generic_card(card: dict, library: str, load_snippet: str):
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-
-
 def training_card(run, args) -> dict | None:
     """The card fields of a finished run (None without a licence: no card is written)."""
     sources = run.data.sources
     if sources["license"] is None:
         return None
+    eval_results = [{"key": Path(str(run.eval_roles["spec"])).name, "dataset": "held-out evaluation",
+                     "metrics": {k[5:]: v for k, v in run.last_eval.items()}}] if run.last_eval else []
+    return card_fields(args, sources["license"], sources["datasets"], run.data.teacher_rows, eval_results,
+                       {"num_processes": run.accelerator.num_processes, "total_steps": run.total_steps,
+                        "data_mode": run.data.mode})
+
+
+def card_fields(args, license: str, data: list, teachers: list[dict], eval_results: list[dict],
+                run_facts: dict) -> dict:
+    """What a card states about a run: the flags' part (repo, licence, base model, hyper-parameters, command) and
+    what the run found (`data`, `teachers`, `eval_results`, `run_facts`); the Hub pre-flight check builds it from
+    the flags alone."""
     loaded_from_hub = "/" in args.model and not Path(args.model).exists() and not args.from_scratch \
         and not args.model.startswith("open_clip:")
     hyperparameters = {k: getattr(args, k) for k in (
@@ -50,12 +60,8 @@ def training_card(run, args) -> dict | None:
         "warmup_steps", "max_grad_norm", "loss_weights", "caption_mode", "mixed_precision", "seed")}
     return {
         "repo_id": args.push_to_hub, "name": (args.push_to_hub or str(Path(args.output_dir).resolve())).split("/")[-1],
-        "license": sources["license"], "datasets": None, "base_model": args.model if loaded_from_hub else None,
-        "eval_results": [{"key": Path(str(run.eval_roles["spec"])).name, "dataset": "held-out evaluation",
-                          "metrics": {k[5:]: v for k, v in run.last_eval.items()}}] if run.last_eval else [],
-        "training": {"data": sources["datasets"], "command": "accelerate launch train_accelerate.py " +
-                     " ".join(sys.argv[1:]), "teachers": run.data.teacher_rows,
-                     "hyperparameters": hyperparameters | {"num_processes": run.accelerator.num_processes,
-                                                           "total_steps": run.total_steps,
-                                                           "data_mode": run.data.mode}},
+        "license": license, "datasets": None, "base_model": args.model if loaded_from_hub else None,
+        "eval_results": eval_results,
+        "training": {"data": data, "command": "accelerate launch train_accelerate.py " + " ".join(sys.argv[1:]),
+                     "teachers": teachers, "hyperparameters": hyperparameters | run_facts},
     }

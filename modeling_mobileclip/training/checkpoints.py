@@ -81,6 +81,3 @@ def check_output_dir(args) -> None:
     if args.resume is None and (out / "checkpoints").exists() and not args.overwrite_output_dir:
         raise ValueError(f"{out} already holds checkpoints; continue with --resume {out}, choose another "
                          f"--output-dir, or pass --overwrite-output-dir.")
-    if args.push_to_hub and args.license is None and args.train_data is not None:
-        raise ValueError(f"--push-to-hub {args.push_to_hub} needs --license (the licence of the trained weights for "
-                         f"the model card; e.g. apache-2.0, or the licence your data and teachers require).")

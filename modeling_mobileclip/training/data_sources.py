@@ -16,6 +16,14 @@ REQUIRED_COLUMNS = ("image", "image_width", "image_height", "text", "syn_text", 
 # Samples per published config (datacompdr.md), for progress/ETA and `--epochs` schedules without a length up front.
 KNOWN_SIZES = {"12m": 12_800_000, "12m-bf16": 12_800_000, "1b": 1_280_000_000, "dfndr-12m": 12_800_000,
                "dfndr-12m-bf16": 12_800_000}
+TOY_LICENSE = "apache-2.0"  # the embedded toy DataCompDR's (dataset_scripts/toy_data.py), so its weights' default
+
+
+def weights_licence(args) -> str | None:
+    """The licence the trained weights' card states: --license, else the toy set's; None for --train-data without
+    --license (no card is written, and --push-to-hub is refused before training)."""
+    return args.license or (TOY_LICENSE if args.train_data is None else None)
+
 
 def resolve_data(args, accelerator) -> dict:
     """Train shards + joins and the held-out set; without --train-data, the toy DataCompDR (built once)."""
@@ -25,13 +33,13 @@ def resolve_data(args, accelerator) -> dict:
                              "labels and/or captions).")
         return {"train": args.train_data, "image_dir": args.image_dir, "captions": args.captions,
                 "eval": args.eval_data, "templates": args.eval_templates or "openai-imagenet",
-                "license": args.license, "datasets": [args.train_data]}
+                "license": weights_licence(args), "datasets": [args.train_data]}
     root = ensure_toy_data(args, accelerator)
     toy = json.loads((root / "toy.json").read_text())
     shards = sorted(str(p) for p in (root / "train").glob("*.tar"))
     return {"train": shards, "image_dir": args.image_dir or shards, "captions": args.captions or shards,
             "eval": args.eval_data or str(root / "eval"), "templates": args.eval_templates or toy["eval_templates"],
-            "license": args.license or "apache-2.0", "datasets": [f"mobileclip-hf toy DataCompDR {root.name}"]}
+            "license": weights_licence(args), "datasets": [f"mobileclip-hf toy DataCompDR {root.name}"]}
 
 
 def ensure_toy_data(args, accelerator) -> Path:

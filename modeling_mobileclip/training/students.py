@@ -99,10 +99,16 @@ class Student:
         model.save_pretrained(out, state_dict=state_dict)
         self.processor.save_pretrained(out)
         if card is not None:
-            source = card["repo_id"] or "path/to/this/folder"
-            generic_card(card, "transformers", f"from transformers import AutoModel, AutoProcessor\n\n"
-                         f"model = AutoModel.from_pretrained(\"{source}\")\n"
-                         f"processor = AutoProcessor.from_pretrained(\"{source}\")").save(out / "README.md")
+            self.model_card(self.name, model, self.processor, card).save(out / "README.md")
+
+    @classmethod
+    def model_card(cls, name: str, model, processor, card: dict):
+        """The Hub card `save` writes, from `training.card.card_fields`; `model` None: before the model exists (the
+        `--push-to-hub` pre-flight check validates this card's metadata)."""
+        source = card["repo_id"] or "path/to/this/folder"
+        return generic_card(card, "transformers", f"from transformers import AutoModel, AutoProcessor\n\n"
+                            f"model = AutoModel.from_pretrained(\"{source}\")\n"
+                            f"processor = AutoProcessor.from_pretrained(\"{source}\")")
 
 
 def _unit(output) -> torch.Tensor:
@@ -128,17 +134,24 @@ class MobileCLIPStudent(Student):
         return output.logit_scale  # already exp() and clamped at 100 by the model
 
     def save(self, model, state_dict, out: Path, card: dict | None) -> None:
-        from hub_cards import generate_model_card
-
         model.save_pretrained(out, state_dict=state_dict)
         self.processor.save_pretrained(out)
-        if card is None:
-            return
-        variant = self.name.lower() if self.name.lower() in _mobileclip_variants() else None
-        generate_model_card(
-            model, variant, repo_id=card["repo_id"], processor=self.processor, converted_from_apple=False,
+        if card is not None:
+            self.model_card(self.name, model, self.processor, card).write(out)
+
+    @classmethod
+    def model_card(cls, name: str, model, processor, card: dict):
+        from hub_cards import generate_model_card
+
+        if model is None:  # the pre-flight check: a tiny stand-in runs the widget examples, the flags give the rest
+            from dataset_scripts.toy_data import tiny_mobileclip
+
+            model, processor = tiny_mobileclip()
+        variant = name.lower() if name.lower() in _mobileclip_variants() else None
+        return generate_model_card(
+            model, variant, repo_id=card["repo_id"], processor=processor, converted_from_apple=False,
             license=card["license"], base_model=card["base_model"], datasets=card["datasets"],
-            eval_results=card["eval_results"], training=card["training"]).write(out)
+            eval_results=card["eval_results"], training=card["training"])
 
 
 def _mobileclip_variants():
@@ -263,10 +276,14 @@ class OpenCLIPStudent(Student):
         save_file({k: v.contiguous() for k, v in state_dict.items()}, out / "open_clip_model.safetensors")
         save_config_for_hf(model, out / "open_clip_config.json", self.model_cfg)
         if card is not None:
-            source = f"hf-hub:{card['repo_id']}" if card["repo_id"] else "local-dir:path/to/this/folder"
-            generic_card(card, "open_clip", f"import open_clip\n\nmodel, _, preprocess = "
-                         f"open_clip.create_model_and_transforms(\"{source}\")\n"
-                         f"tokenizer = open_clip.get_tokenizer(\"{source}\")").save(out / "README.md")
+            self.model_card(self.name, model, None, card).save(out / "README.md")
+
+    @classmethod
+    def model_card(cls, name: str, model, processor, card: dict):
+        source = f"hf-hub:{card['repo_id']}" if card["repo_id"] else "local-dir:path/to/this/folder"
+        return generic_card(card, "open_clip", f"import open_clip\n\nmodel, _, preprocess = "
+                            f"open_clip.create_model_and_transforms(\"{source}\")\n"
+                            f"tokenizer = open_clip.get_tokenizer(\"{source}\")")
 
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
