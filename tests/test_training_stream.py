@@ -119,15 +119,15 @@ def test_streaming_and_map_style_give_the_same_samples(shards, tmp_path, student
 
 
 def test_resume_from_a_json_state_continues_with_the_same_batches(shards, tmp_path, student):
-    def batches(state=None, count=30):
+    def batches(state=None, count=56):
         loader = stream_loader(stream(shards, tmp_path, student, batch_size=4), num_workers=2, state=state)
         it = iter(loader)
         return [next(it) for _ in range(count)], loader
 
-    reference, _ = batches()  # 30 batches x 4 samples: each worker (100 samples an epoch) crosses into epoch 1
-    head, loader = batches(count=17)
+    reference, _ = batches()  # 56 batches x 4 samples: each worker (100 samples an epoch) crosses into epoch 1
+    head, loader = batches(count=31)
     state = json.loads(json.dumps(loader.state_dict()))  # what the checkpoint stores
-    tail, _ = batches(state, count=13)
+    tail, _ = batches(state, count=25)
     for want, got in zip(reference, head + tail, strict=True):
         assert want["uids"] == got["uids"]
         assert torch.equal(want["pixel_values"], got["pixel_values"]) and torch.equal(want["input_ids"],
