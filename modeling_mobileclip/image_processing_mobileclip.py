@@ -50,7 +50,8 @@ def _crop_offsets(height: int, width: int, size) -> tuple[int, int]:
 
 
 class _ReferenceDefaults:
-    """MobileCLIP-S0's preprocessing; `MobileCLIPProcessor.from_variant` sets each preset's."""
+    """MobileCLIP-S0's preprocessing (`MobileCLIPProcessor.from_variant` sets each preset's), and the remote-code
+    entry of both backends."""
 
     resample = PILImageResampling.BILINEAR
     image_mean = (0.0, 0.0, 0.0)
@@ -63,6 +64,18 @@ class _ReferenceDefaults:
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def to_dict(self) -> dict:
+        # Saving records the class that was saved; record both, so that AutoImageProcessor with trust_remote_code
+        # picks the backend as it does for local code (torchvision by default, `backend="pil"`).
+        output = super().to_dict()
+        reference = output.get("auto_map", {}).get("AutoImageProcessor")
+        if isinstance(reference, str):
+            module = reference.rsplit(".", 1)[0]
+            output["auto_map"] = {**output["auto_map"], "AutoImageProcessor": {
+                "torchvision": f"{module}.{MobileCLIPImageProcessor.__name__}",
+                "pil": f"{module}.{MobileCLIPImageProcessorPil.__name__}"}}
+        return output
 
 
 class MobileCLIPImageProcessor(_ReferenceDefaults, TorchvisionBackend):

@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
-from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 
@@ -319,34 +319,25 @@ class MobileCLIPPreTrainedModel(PreTrainedModel):
 
 class MobileCLIPImageAttention(nn.Module):
     """Mixin for timm's attention modules: q/k/v go through transformers' attention interface, so
-    `config._attn_implementation` ("eager", which also returns the weights, or "sdpa") is what runs."""
+    `config._attn_implementation` ("eager", which also returns the weights, or "sdpa") is what runs. (timm's ViT q/k
+    and output norms are identities unless `qk_norm` / `scale_attn_norm`, which `_build_vit_trunk` never sets.)"""
 
     config: MobileCLIPVisionConfig
 
     def attend(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Self-attention over [batch, tokens, width] with timm's fused qkv; returns the pre-projection output."""
+        """Self-attention over [batch, tokens, width] with timm's fused qkv and output projection."""
         batch, length, _ = tokens.shape
         qkv = self.qkv(tokens).reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)
-        query, key = self.normalize_query_key(query, key)
         interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        attn_output, attn_weights = interface(self, query, key, value, None, scaling=self.scale, is_causal=False,
+        attn_output, attn_weights = interface(self, *qkv.unbind(0), None, scaling=self.scale, is_causal=False,
                                               dropout=self.attn_drop.p if self.training else 0.0)
-        return attn_output.reshape(batch, length, self.num_heads * self.head_dim), attn_weights
-
-    def normalize_query_key(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return query, key
+        attn_output = self.proj(attn_output.reshape(batch, length, self.num_heads * self.head_dim))
+        return self.proj_drop(attn_output), attn_weights
 
 
 class MobileCLIPViTAttention(MobileCLIPImageAttention, TimmAttention):
-    """timm's ViT attention (its q/k norms are identities unless `qk_norm`, which no preset sets)."""
-
-    def normalize_query_key(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.q_norm(query), self.k_norm(key)
-
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attend(hidden_states)
-        return self.proj_drop(self.proj(self.norm(attn_output))), attn_weights
+        return self.attend(hidden_states)
 
 
 class MobileCLIPFastViTAttention(MobileCLIPImageAttention, FastVitAttention):
@@ -355,7 +346,6 @@ class MobileCLIPFastViTAttention(MobileCLIPImageAttention, FastVitAttention):
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, channels, height, width = hidden_states.shape
         attn_output, attn_weights = self.attend(hidden_states.flatten(2).transpose(-2, -1))
-        attn_output = self.proj_drop(self.proj(attn_output))
         return attn_output.transpose(-2, -1).reshape(batch, channels, height, width), attn_weights
 
 
@@ -459,12 +449,9 @@ class MobileCLIPVisionModel(MobileCLIPPreTrainedModel):
     # hidden_states[-1] is the last block/stage output, before the ViT's final norm / MCi's final conv (as CLIP's).
     @capture_outputs(tie_last_hidden_states=False)
     def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
-        r"""
-        Returns `last_hidden_state` (ViT: [batch, 1 + patches, hidden_size] tokens after the final norm; MCi:
-        [batch, num_features, height / 32, width / 32] map after the final conv), `pooler_output` ([batch,
-        num_features]), with `output_hidden_states` the embedding output and every ViT block's tokens / the stem's
-        and every MCi stage's map, with `output_attentions` (eager attention) each ViT block's / MCi attention
-        block's weights [batch, heads, tokens, tokens].
+        r"""`last_hidden_state`: ViT [batch, 1 + patches, hidden_size] after the final norm, MCi [batch, num_features,
+        height / 32, width / 32] after the final conv. `hidden_states`: the embeddings and every ViT block's tokens /
+        the stem's and every MCi stage's map. `attentions` (eager): [batch, heads, tokens, tokens] per attention block.
         """
         self._check_pixel_values(pixel_values)
         features = self.trunk.forward_features(pixel_values)
@@ -519,12 +506,10 @@ class MobileCLIPTextModel(MobileCLIPPreTrainedModel):
     @can_return_tuple
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
-        r"""
-        Returns `last_hidden_state` [batch, sequence_length, hidden_size] after the final LayerNorm, `pooler_output`
-        (the EOT token's), with `output_hidden_states` the embeddings and every block's output, with
-        `output_attentions` (eager attention) every transformer block's weights [batch, heads, sequence_length,
-        keys]. A non-causal tower computes on the full context (`canonical_input_ids`) and returns the caller's
-        positions; its keys are the whole context (the padding is attended, as in the reference).
+        r"""`last_hidden_state` after the final LayerNorm, `pooler_output` at the EOT token, `hidden_states` (the
+        embeddings and every block's output) and `attentions` (eager; transformer blocks), all at the caller's
+        sequence length: a non-causal tower computes on the full context (`canonical_input_ids`) and returns the
+        caller's positions, whose attention keys are the whole context (the reference attends to the padding).
         """
         # attention_mask is accepted for API compatibility and ignored: the reference attends to pad tokens.
         length = input_ids.shape[1]

@@ -4,6 +4,8 @@ many sizes and every input type and PIL mode; backend registration and selection
 import functools
 import io
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -133,3 +135,29 @@ def test_auto_classes_load_the_torchvision_backend_by_default(tmp_path, tokenize
 def test_unknown_backend_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"backend='cuda' is unknown; valid: \['pil', 'torchvision'\]"):
         MobileCLIPProcessor.from_variant("mobileclip-s0", backend="cuda")
+
+
+REMOTE_BACKENDS_SCRIPT = """
+import importlib.abc, sys
+class NoPackage(importlib.abc.MetaPathFinder):  # remote code must not need the package
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "modeling_mobileclip":
+            raise ImportError(name)
+sys.meta_path.insert(0, NoPackage())
+from transformers import AutoImageProcessor
+for backend in (None, "pil"):
+    loaded = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True, backend=backend)
+    print(type(loaded).__module__.split(".")[0], type(loaded).__name__)
+"""
+
+
+@pytest.mark.slow
+def test_remote_code_picks_the_backend_too(tmp_path, tokenizer):
+    folder = tmp_path / "repo"
+    MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer).save_pretrained(folder)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", REMOTE_BACKENDS_SCRIPT, str(folder)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["transformers_modules MobileCLIPImageProcessor",
+                                           "transformers_modules MobileCLIPImageProcessorPil"]

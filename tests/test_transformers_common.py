@@ -142,7 +142,6 @@ class _Common(ModelTesterMixin):
     def setUp(self):
         self.model_tester = self.model_tester_class(self, self.family)
 
-
 class _VisionTests(_Common):
     all_model_classes = (MobileCLIPVisionModel,)
     model_tester_class = VisionTester
@@ -157,26 +156,10 @@ class _VisionTests(_Common):
             self.assertIsInstance(model.get_input_embeddings(), nn.Module)
             self.assertIsNone(model.get_output_embeddings())
 
-    @unittest.skip(reason="Image towers take pixel_values only: there is no inputs_embeds")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="Image towers take pixel_values only: there is no inputs_embeds")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
-
 
 class _TextTests(_Common):
     all_model_classes = (MobileCLIPTextModel,)
     model_tester_class = TextTester
-
-    @unittest.skip(reason="The text towers embed input_ids only (EOT pooling needs the ids): no inputs_embeds")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="The text towers embed input_ids only (EOT pooling needs the ids): no inputs_embeds")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
 
 
 class _ModelTests(_Common):
@@ -200,14 +183,6 @@ class _ModelTests(_Common):
 
     @unittest.skip(reason="MobileCLIPModel's output nests both towers' attentions; tested on each tower")
     def test_attention_outputs(self):
-        pass
-
-    @unittest.skip(reason="MobileCLIPModel embeds input_ids only (EOT pooling needs the ids): no inputs_embeds")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="MobileCLIPModel embeds input_ids only (EOT pooling needs the ids): no inputs_embeds")
-    def test_inputs_embeds_matches_input_ids(self):
         pass
 
 
