@@ -4,8 +4,9 @@ Reference (Apple / open_clip, torchvision on PIL): resize the shorter side (bili
 [0, 1] pixels, then normalise (mean 0 / std 1 for v1 and MobileCLIP2-S0/S2/B, OpenAI statistics for S3/S4/L-14).
 
 Two backends, as transformers 5 has for every model: `MobileCLIPImageProcessor` (torchvision, batched tensor ops; what
-AutoImageProcessor loads by default) and `MobileCLIPImageProcessorPil` (PIL, the reference's own resize: exact).
-They convert images the same way and crop at the same offsets; the resize kernels differ by at most 1/255 on photos.
+AutoImageProcessor loads by default) and `MobileCLIPImageProcessorPil` (PIL throughout). They convert images the same
+way, resize PIL images with PIL (the reference's resize: exact) and crop at the same offsets; arrays and tensors are
+resized by torchvision in the first, within 1/255 of PIL on photos.
 Hub-facing remote code: imports only transformers, numpy, PIL and (when installed) torch and torchvision.
 """
 
@@ -79,19 +80,24 @@ class _ReferenceDefaults:
 
 
 class MobileCLIPImageProcessor(_ReferenceDefaults, TorchvisionBackend):
-    """Torchvision path (batched, on any device): the reference's RGB conversion and crop, torchvision's
-    antialiased resize of uint8 tensors (within 1/255 of PIL's)."""
+    """Torchvision path: batched crop, rescale and normalisation in torch (on any device). PIL images are resized by
+    PIL, as the reference resizes them, so their pixels equal the reference's; arrays and tensors by torchvision's
+    antialiased kernel (within 1/255 of PIL's on photos)."""
 
-    def process_image(self, image, do_convert_rgb=None, input_data_format=None, device=None, **kwargs):
+    def process_image(self, image, do_convert_rgb=None, input_data_format=None, device=None, do_resize=None,
+                      size=None, resample=None, **kwargs):
         if isinstance(image, PIL.Image.Image) and do_convert_rgb:
-            image = torch.from_numpy(_pil_to_rgb(image)).permute(2, 0, 1).contiguous()
+            image = np.moveaxis(_pil_to_rgb(image), -1, 0)
+            if do_resize:  # the PIL backend's own resize; `resize` below then keeps the size (torchvision no-op)
+                image = PilBackend.resize(self, image, size, resample)
+            image = torch.from_numpy(np.ascontiguousarray(image))
             return image.to(device) if device is not None else image
         if isinstance(image, torch.Tensor) and image.dtype in (torch.uint16, torch.int32, torch.uint32):
             image = image.numpy()
         if isinstance(image, np.ndarray):
             image = _array_to_8bit(image)
         return super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format,
-                                     device=device, **kwargs)
+                                     device=device, do_resize=do_resize, size=size, resample=resample, **kwargs)
 
     def center_crop(self, image: "torch.Tensor", size, **kwargs) -> "torch.Tensor":
         height, width = image.shape[-2:]
@@ -99,6 +105,14 @@ class MobileCLIPImageProcessor(_ReferenceDefaults, TorchvisionBackend):
             return super().center_crop(image, size, **kwargs)
         top, left = _crop_offsets(height, width, size)
         return tvF.crop(image, top, left, size.height, size.width)
+
+    def rescale_and_normalize(self, images, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
+        # The reference's ToTensor (x / 255) then Normalize, in float32: transformers fuses them into
+        # (x - 255 mean) / (255 std), which differs from the reference in the last bit.
+        images = images.to(torch.float32)
+        if do_rescale:
+            images = images / (1 / rescale_factor)
+        return tvF.normalize(images, image_mean, image_std) if do_normalize else images
 
 
 class MobileCLIPImageProcessorPil(_ReferenceDefaults, PilBackend):

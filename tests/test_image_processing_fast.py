@@ -1,5 +1,8 @@
-"""The torchvision image processor (AutoImageProcessor's default) against the exact PIL path, on photo-like images of
-many sizes and every input type and PIL mode; backend registration and selection."""
+"""The torchvision image processor (AutoImageProcessor's default) against the PIL path, on photo-like images of many
+sizes, every PIL mode and every array/tensor input; backend registration and selection.
+
+PIL images are resized by PIL in both (the reference's resize), so their pixels are equal; arrays and tensors are
+resized by torchvision's antialiased kernel in the torchvision path, within 1/255 of PIL's."""
 
 import functools
 import io
@@ -19,6 +22,7 @@ from modeling_mobileclip import (
     MobileCLIPImageProcessorPil,
     MobileCLIPModel,
     MobileCLIPProcessor,
+    MobileCLIPTokenizer,
 )
 
 # Larger than every preset's input (downscaled, as photos are) and smaller (upscaled); odd margins exercise the crop.
@@ -65,10 +69,20 @@ def as_input(image: Image.Image, kind: str):
             "torch": torch.from_numpy(array.copy()).permute(2, 0, 1)}[kind]
 
 
+shared_tokenizer = functools.cache(MobileCLIPTokenizer.from_bpe_file)
+
+
+@functools.cache
+def image_processors(variant: str) -> tuple[MobileCLIPImageProcessorPil, MobileCLIPImageProcessor]:
+    """The preset's PIL and torchvision image processors."""
+    pil, fast = (MobileCLIPProcessor.from_variant(variant, shared_tokenizer(), backend=backend).image_processor
+                 for backend in ("pil", "torchvision"))
+    return pil, fast
+
+
 def pixel_difference(variant: str, image, **call_kwargs) -> torch.Tensor:
-    """|torchvision - PIL| per pixel, in [0, 1] pixel units (the normalisation's std divided out)."""
-    pil = MobileCLIPProcessor.from_variant(variant, backend="pil").image_processor
-    fast = MobileCLIPProcessor.from_variant(variant, backend="torchvision").image_processor
+    """|torchvision path - PIL path| per pixel, in [0, 1] pixel units (the normalisation's std divided out)."""
+    pil, fast = image_processors(variant)
     assert isinstance(pil, MobileCLIPImageProcessorPil) and isinstance(fast, MobileCLIPImageProcessor)
     expected = pil(image, return_tensors="pt", **call_kwargs)["pixel_values"]
     got = fast(image, return_tensors="pt", **call_kwargs)["pixel_values"]
@@ -78,29 +92,37 @@ def pixel_difference(variant: str, image, **call_kwargs) -> torch.Tensor:
 
 # v1 (no normalisation, bilinear, 256), MobileCLIP2-B (224), OpenAI statistics (S3), bicubic (L-14)
 VARIANTS = ["mobileclip-s0", "mobileclip2-b", "mobileclip2-s3", "mobileclip2-l-14"]
+PIL_MODES = ["RGB", "RGBA", "LA", "L", "P", "1", "CMYK", "YCbCr", "I;16"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_downscaled_photos_are_within_one_level_of_the_pil_path(variant):
+def test_pil_images_of_every_mode_give_the_pil_paths_pixels(variant):
+    for seed, (width, height) in enumerate(DOWNSCALED + UPSCALED):
+        for mode in PIL_MODES if seed < 2 else ["RGB"]:  # RGBA/LA drop alpha (convert("RGB")); I;16 is scaled
+            image = photo(width, height, seed) if mode == "RGB" else as_input(photo(width, height, seed), mode)
+            assert pixel_difference(variant, image).max() == 0, (mode, width, height)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_downscaled_arrays_are_within_one_level_of_the_pil_path(variant):
     for seed, (width, height) in enumerate(DOWNSCALED):
-        difference = pixel_difference(variant, photo(width, height, seed))
+        difference = pixel_difference(variant, as_input(photo(width, height, seed), "numpy"))
         assert difference.max() <= ONE_LEVEL + 1e-6, (width, height)
         assert difference.mean() <= 0.01 * ONE_LEVEL, (width, height)  # almost every pixel is identical
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_upscaled_images_differ_by_at_most_two_levels_on_a_handful_of_pixels(variant):
+def test_upscaled_arrays_differ_by_at_most_two_levels_on_a_handful_of_pixels(variant):
     # Upscaling small images, bicubic rounds differently from PIL's fixed-point kernel on ~1e-5 of the pixels.
     for seed, (width, height) in enumerate(UPSCALED):
-        difference = pixel_difference(variant, photo(width, height, seed))
+        difference = pixel_difference(variant, as_input(photo(width, height, seed), "numpy"))
         assert difference.max() <= 2 * ONE_LEVEL + 1e-6, (width, height)
         assert (difference > ONE_LEVEL + 1e-6).float().mean() <= 1e-4, (width, height)
 
 
-@pytest.mark.parametrize("kind", ["RGBA", "LA", "L", "P", "1", "CMYK", "YCbCr", "I;16", "numpy", "numpy-uint16",
-                                  "torch"])
-def test_every_input_mode_converts_like_the_pil_path(kind):
-    # RGBA/LA drop alpha like the reference's convert("RGB"); 16-bit inputs are scaled to 8 bits.
+@pytest.mark.parametrize("kind", ["numpy", "numpy-uint16", "torch"])
+def test_arrays_and_tensors_convert_like_the_pil_path(kind):
+    # 16-bit arrays are scaled to 8 bits like 16-bit PIL images.
     for seed, (width, height) in enumerate([(640, 480), (333, 517)]):
         difference = pixel_difference("mobileclip-s0", as_input(photo(width, height, seed), kind))
         assert difference.max() <= ONE_LEVEL + 1e-6, (kind, width, height)
@@ -112,7 +134,7 @@ def test_float_tensors_in_unit_range():
 
 
 def test_a_batch_of_mixed_sizes_equals_one_image_at_a_time():
-    processor = MobileCLIPProcessor.from_variant("mobileclip2-s3", backend="torchvision").image_processor
+    processor = image_processors("mobileclip2-s3")[1]
     images = [photo(w, h, seed) for seed, (w, h) in enumerate(DOWNSCALED)]
     batch = processor(images, return_tensors="pt")["pixel_values"]
     singles = torch.cat([processor(image, return_tensors="pt")["pixel_values"] for image in images])
