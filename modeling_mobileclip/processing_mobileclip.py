@@ -31,8 +31,9 @@ class MobileCLIPProcessor(ProcessorMixin):
                      backend: str = "pil") -> "MobileCLIPProcessor":
         """Processor with the preprocessing of a preset (`mobileclip-s0` ... `mobileclip2-l-14`).
 
-        `backend="pil"` (default) is the reference's exact pipeline; `"torchvision"` is the batched tensor path that
-        AutoProcessor loads by default (within 1/255 of it, several times faster on batches).
+        `backend="pil"` (default) is the reference's pipeline for every input type. `"torchvision"`, what AutoProcessor
+        loads by default, gives the same pixels for PIL images and resizes arrays and tensors with torchvision
+        (within 1/255); it crops and normalises batches as torch ops.
         """
         key = resolve_variant(name)
         if backend not in IMAGE_PROCESSORS:
