@@ -21,7 +21,7 @@ from .configuration_mobileclip import (
     MobileCLIPTextConfig,
     MobileCLIPVisionConfig,
 )
-from .image_processing_mobileclip import MobileCLIPImageProcessor
+from .image_processing_mobileclip import MobileCLIPImageProcessor, MobileCLIPImageProcessorPil
 from .modeling_mobileclip import (
     MobileCLIPModel,
     MobileCLIPOutput,
@@ -40,7 +40,8 @@ AutoModel.register(MobileCLIPTextConfig, MobileCLIPTextModel, exist_ok=True)
 AutoModel.register(MobileCLIPVisionConfig, MobileCLIPVisionModel, exist_ok=True)
 AutoModelForZeroShotImageClassification.register(MobileCLIPConfig, MobileCLIPModel, exist_ok=True)
 AutoTokenizer.register(MobileCLIPConfig, tokenizer_class=MobileCLIPTokenizer, exist_ok=True)
-AutoImageProcessor.register(MobileCLIPConfig, image_processor_classes={"pil": MobileCLIPImageProcessor}, exist_ok=True)
+AutoImageProcessor.register(MobileCLIPConfig, exist_ok=True, image_processor_classes={
+    "torchvision": MobileCLIPImageProcessor, "pil": MobileCLIPImageProcessorPil})
 AutoProcessor.register(MobileCLIPConfig, MobileCLIPProcessor, exist_ok=True)
 
 # What `save_pretrained` writes into auto_map (and copies as remote-code modules).
@@ -48,6 +49,7 @@ MobileCLIPConfig.register_for_auto_class()
 MobileCLIPModel.register_for_auto_class("AutoModel")
 MobileCLIPTokenizer.register_for_auto_class("AutoTokenizer")
 MobileCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")
+MobileCLIPImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 MobileCLIPProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "PRETRAINED_TAGS",
     "MobileCLIPConfig",
     "MobileCLIPImageProcessor",
+    "MobileCLIPImageProcessorPil",
     "MobileCLIPModel",
     "MobileCLIPOutput",
     "MobileCLIPPreTrainedModel",

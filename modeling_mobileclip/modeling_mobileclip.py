@@ -12,7 +12,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
-from timm.models.fastvit import FastVit, LayerScale2d, RepConditionalPosEnc
+from timm.layers import Attention as TimmAttention
+from timm.models.fastvit import Attention as FastVitAttention
+from timm.models.fastvit import AttentionBlock as FastVitAttentionBlock
+from timm.models.fastvit import FastVit, FastVitStage, LayerScale2d, RepConditionalPosEnc
+from timm.models.vision_transformer import Block as VitBlock
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_hybrid import ConvStem, HybridEmbed
 from timm.utils.model import reparameterize_model
@@ -22,7 +26,9 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
 
@@ -128,7 +134,11 @@ class MobileCLIPMLP(nn.Module):
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-class MobileCLIPEncoderLayer(GradientCheckpointingLayer):
+class MobileCLIPTextLayer(GradientCheckpointingLayer):
+    """A block of the text tower (transformer or RepMixer): checkpointed as one unit, its output is one hidden state."""
+
+
+class MobileCLIPEncoderLayer(MobileCLIPTextLayer):
     """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
     def __init__(self, config: MobileCLIPTextConfig):
@@ -229,7 +239,7 @@ class MobileCLIPTextConvFFN(nn.Module):
         return _token_conv(self.fc2, self.act(hidden_states))
 
 
-class MobileCLIPTextRepMixerBlock(GradientCheckpointingLayer):
+class MobileCLIPTextRepMixerBlock(MobileCLIPTextLayer):
     """MobileCLIP-S0 "Text-RepMixer" block on [batch, tokens, width]: token mixer, then x + ls * ConvFFN(x)."""
 
     def __init__(self, config: MobileCLIPTextConfig):
@@ -266,7 +276,10 @@ class MobileCLIPPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_flex_attn = False
-    _no_split_modules = ["MobileCLIPEncoderLayer", "MobileCLIPTextRepMixerBlock"]
+    # device_map="auto" places whole units: text blocks and embeddings, ViT blocks, MCi stages, and the timm
+    # embeddings (ViT patch embedding / conv stem, MCi stem and final MobileOne conv), never parts of a timm block.
+    _no_split_modules = ["MobileCLIPTextEmbeddings", "MobileCLIPEncoderLayer", "MobileCLIPTextRepMixerBlock",
+                         "MobileCLIPViTBlock", "MobileCLIPFastViTStage", "PatchEmbed", "HybridEmbed", "MobileOneBlock"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -299,18 +312,79 @@ class MobileCLIPPreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
-    def _set_gradient_checkpointing(self, enable: bool = True, **kwargs) -> None:
-        super()._set_gradient_checkpointing(enable=enable, **kwargs)
-        # timm trunks use their own flag rather than transformers' `gradient_checkpointing` attribute.
-        for module in self.modules():
-            if isinstance(module, (FastVit, VisionTransformer)):
-                module.set_grad_checkpointing(enable)
+
+
+# ---- image towers: timm trunks whose layers we subclass (same parameters, same state-dict names) so that they
+# checkpoint through transformers, record hidden states, and attend through `config._attn_implementation`.
+
+class MobileCLIPImageAttention(nn.Module):
+    """Mixin for timm's attention modules: q/k/v go through transformers' attention interface, so
+    `config._attn_implementation` ("eager", which also returns the weights, or "sdpa") is what runs. (timm's ViT q/k
+    and output norms are identities unless `qk_norm` / `scale_attn_norm`, which `_build_vit_trunk` never sets.)"""
+
+    config: MobileCLIPVisionConfig
+
+    def attend(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Self-attention over [batch, tokens, width] with timm's fused qkv and output projection."""
+        batch, length, _ = tokens.shape
+        qkv = self.qkv(tokens).reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attn_output, attn_weights = interface(self, *qkv.unbind(0), None, scaling=self.scale, is_causal=False,
+                                              dropout=self.attn_drop.p if self.training else 0.0)
+        attn_output = self.proj(attn_output.reshape(batch, length, self.num_heads * self.head_dim))
+        return self.proj_drop(attn_output), attn_weights
+
+
+class MobileCLIPViTAttention(MobileCLIPImageAttention, TimmAttention):
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.attend(hidden_states)
+
+
+class MobileCLIPFastViTAttention(MobileCLIPImageAttention, FastVitAttention):
+    """timm's FastViT attention on a [batch, channels, height, width] map (heads of width 32)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, channels, height, width = hidden_states.shape
+        attn_output, attn_weights = self.attend(hidden_states.flatten(2).transpose(-2, -1))
+        return attn_output.transpose(-2, -1).reshape(batch, channels, height, width), attn_weights
+
+
+class MobileCLIPVisionLayer(GradientCheckpointingLayer):
+    """A unit of an image tower (a ViT block or an MCi stage): checkpointed as one, its output is one hidden state."""
+
+
+class MobileCLIPViTBlock(MobileCLIPVisionLayer, VitBlock):
+    """timm's ViT block with `MobileCLIPViTAttention`."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.drop_path1(self.ls1(self.attn(self.norm1(hidden_states))[0]))
+        return hidden_states + self.drop_path2(self.ls2(self.mlp(self.norm2(hidden_states))))
+
+
+class MobileCLIPFastViTAttentionBlock(FastVitAttentionBlock):
+    """timm's FastViT attention block with `MobileCLIPFastViTAttention`."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mixed = self.token_mixer(self.norm(hidden_states))[0]
+        hidden_states = hidden_states + self.drop_path1(self.layer_scale_1(mixed))
+        return hidden_states + self.drop_path2(self.layer_scale_2(self.mlp(hidden_states)))
+
+
+class MobileCLIPFastViTStage(MobileCLIPVisionLayer, FastVitStage):
+    """timm's FastViT stage (downsample, optional RepCPE, blocks); its feature map is one hidden state."""
+
+    forward = FastVitStage.forward  # timm's, not MobileCLIPVisionLayer's abstract one (first in the MRO)
+
+
+# timm builds FastViT's stages and blocks itself (it takes no block or attention factory, as its ViT does).
+_FASTVIT_SUBCLASSES = {FastVitStage: MobileCLIPFastViTStage, FastVitAttentionBlock: MobileCLIPFastViTAttentionBlock,
+                       FastVitAttention: MobileCLIPFastViTAttention}
 
 
 def _build_fastvit_trunk(config: MobileCLIPVisionConfig) -> FastVit:
     norm_layer = nn.BatchNorm2d if config.norm == "batchnorm" else partial(LayerNorm2d, eps=1e-5)
     pos_embs = tuple(partial(RepConditionalPosEnc, spatial_shape=(7, 7)) if use else None for use in config.pos_embs)
-    return FastVit(
+    trunk = FastVit(
         in_chans=config.num_channels, layers=tuple(config.layers), embed_dims=tuple(config.embed_dims),
         mlp_ratios=tuple(config.mlp_ratios), token_mixers=tuple(config.token_mixers),
         downsamples=tuple(config.downsamples), se_downsamples=tuple(config.se_downsamples), pos_embs=pos_embs,
@@ -319,6 +393,10 @@ def _build_fastvit_trunk(config: MobileCLIPVisionConfig) -> FastVit:
         lkc_use_act=True,  # every MCi tower applies GELU after the large-kernel downsample (timm fastvit_mci*)
         inference_mode=config.inference_mode, num_classes=0,  # pooled features; the projection lives in the model
     )
+    # Our subclasses add no parameters or state: re-class timm's modules in place rather than rebuild them.
+    for module in trunk.modules():
+        module.__class__ = _FASTVIT_SUBCLASSES.get(type(module), type(module))
+    return trunk
 
 
 def _build_vit_trunk(config: MobileCLIPVisionConfig) -> VisionTransformer:
@@ -328,6 +406,7 @@ def _build_vit_trunk(config: MobileCLIPVisionConfig) -> VisionTransformer:
         num_heads=config.num_attention_heads, mlp_ratio=config.intermediate_size / width,
         no_embed_class=config.no_embed_class, pre_norm=config.pre_norm, num_classes=0, global_pool="token",
         norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps), drop_path_rate=config.drop_path_rate,
+        block_fn=MobileCLIPViTBlock, attn_layer=MobileCLIPViTAttention,
     )
     if config.stem == "patch":
         return VisionTransformer(patch_size=config.patch_size, **vit_args)
@@ -344,10 +423,14 @@ class MobileCLIPVisionModel(MobileCLIPPreTrainedModel):
     config: MobileCLIPVisionConfig
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _can_record_outputs = {"hidden_states": MobileCLIPVisionLayer, "attentions": MobileCLIPImageAttention}
 
     def __init__(self, config: MobileCLIPVisionConfig):
         super().__init__(config)
         self.trunk = _build_fastvit_trunk(config) if config.backbone == "fastvit" else _build_vit_trunk(config)
+        for module in self.trunk.modules():  # timm constructs them, so they get the config (attention backend) here
+            if isinstance(module, MobileCLIPImageAttention):
+                module.config = config
         self.post_init()
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
@@ -359,8 +442,17 @@ class MobileCLIPVisionModel(MobileCLIPPreTrainedModel):
             raise ValueError(f"pixel_values has spatial size {tuple(pixel_values.shape[-2:])}, but this ViT tower "
                              f"takes ({cfg.image_size}, {cfg.image_size}); resize/crop with MobileCLIPProcessor.")
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,
-                **kwargs) -> BaseModelOutputWithPooling:
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (ViT: conv stem or patchify conv) or the MCi stem, as for CLIP's vision tower."""
+        return self.trunk.patch_embed if self.config.backbone == "vit" else self.trunk.stem
+
+    # hidden_states[-1] is the last block/stage output, before the ViT's final norm / MCi's final conv (as CLIP's).
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
+        r"""`last_hidden_state`: ViT [batch, 1 + patches, hidden_size] after the final norm, MCi [batch, num_features,
+        height / 32, width / 32] after the final conv. `hidden_states`: the embeddings and every ViT block's tokens /
+        the stem's and every MCi stage's map. `attentions` (eager): [batch, heads, tokens, tokens] per attention block.
+        """
         self._check_pixel_values(pixel_values)
         features = self.trunk.forward_features(pixel_values)
         pooled = self.trunk.forward_head(features, pre_logits=True)
@@ -372,6 +464,7 @@ class MobileCLIPTextModel(MobileCLIPPreTrainedModel):
 
     config: MobileCLIPTextConfig
     input_modalities = ("text",)
+    _can_record_outputs = {"hidden_states": MobileCLIPTextLayer, "attentions": MobileCLIPAttention}
 
     def __init__(self, config: MobileCLIPTextConfig):
         super().__init__(config)
@@ -410,22 +503,43 @@ class MobileCLIPTextModel(MobileCLIPPreTrainedModel):
         input_ids = input_ids.masked_fill(after_first_eot, cfg.pad_token_id)
         return F.pad(input_ids, (0, cfg.max_position_embeddings - length), value=cfg.pad_token_id)
 
+    @can_return_tuple
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
+                **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
+        r"""`last_hidden_state` after the final LayerNorm, `pooler_output` at the EOT token, `hidden_states` (the
+        embeddings and every block's output) and `attentions` (eager; transformer blocks), all at the caller's
+        sequence length: a non-causal tower computes on the full context (`canonical_input_ids`) and returns the
+        caller's positions, whose attention keys are the whole context (the reference attends to the padding).
+        """
         # attention_mask is accepted for API compatibility and ignored: the reference attends to pad tokens.
-        input_ids = self.canonical_input_ids(input_ids)
+        length = input_ids.shape[1]
+        context_ids = self.canonical_input_ids(input_ids)
+        outputs = self._encode(context_ids, return_dict=True, **kwargs)
+        if context_ids.shape[1] == length:
+            return outputs
+        outputs.last_hidden_state = outputs.last_hidden_state[:, :length]
+        outputs.hidden_states = _first_positions(outputs.hidden_states, length, dim=1)
+        outputs.attentions = _first_positions(outputs.attentions, length, dim=2)
+        return outputs
+
+    # hidden_states[-1] is the last block's output, before the final LayerNorm (as CLIP's).
+    @capture_outputs(tie_last_hidden_states=False)
+    def _encode(self, input_ids: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
         hidden_states = self.embeddings(input_ids)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
             hidden_states = layer(hidden_states, **kwargs)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
         hidden_states = self.final_layer_norm(hidden_states)
         # EOT pooling: the EOT id is the largest in the vocabulary, so argmax finds the first EOT.
         pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device),
                                input_ids.argmax(dim=-1)]
-        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled,
-                                          hidden_states=all_hidden_states)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
+
+
+def _first_positions(states: tuple | None, length: int, dim: int) -> tuple | None:
+    """The first `length` positions along `dim` of each captured tensor (None entries: unselected hidden states)."""
+    if states is None:
+        return None
+    return tuple(None if state is None else state.narrow(dim, 0, length) for state in states)
 
 
 class MobileCLIPModel(MobileCLIPPreTrainedModel):
@@ -444,26 +558,40 @@ class MobileCLIPModel(MobileCLIPPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    @can_return_tuple
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                          **kwargs) -> BaseModelOutputWithPooling:
+                          **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
         """Text tower output with the projected, un-normalised embedding in `pooler_output`."""
-        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         outputs.pooler_output = self.text_projection(outputs.pooler_output)
         return outputs
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+    @can_return_tuple
+    def get_image_features(self, pixel_values: torch.Tensor,
+                           **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
         """Image tower output with the projected, un-normalised embedding in `pooler_output`."""
-        outputs = self.vision_model(pixel_values=pixel_values, **kwargs)
+        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
         return outputs
 
+    @can_return_tuple
     def forward(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, return_loss: bool = False, **kwargs) -> MobileCLIPOutput:
+                attention_mask: torch.Tensor | None = None, return_loss: bool = False,
+                **kwargs: Unpack[TransformersKwargs]) -> MobileCLIPOutput:
+        r"""`output_hidden_states` / `output_attentions` reach both towers (see their `forward`); `return_dict=False`
+        (or `config.return_dict=False`) returns `MobileCLIPOutput.to_tuple()`."""
         if input_ids is None or pixel_values is None:
             raise ValueError("MobileCLIPModel.forward needs both input_ids and pixel_values; use get_text_features "
                              "or get_image_features to embed one modality.")
-        text_outputs = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-        vision_outputs = self.get_image_features(pixel_values=pixel_values)
+        text_outputs = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
+                                              **kwargs)
+        vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
         text_embeds = F.normalize(text_outputs.pooler_output, dim=-1)
         image_embeds = F.normalize(vision_outputs.pooler_output, dim=-1)
         logit_scale = self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)

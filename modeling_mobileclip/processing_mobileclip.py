@@ -7,14 +7,14 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import PILImageResampling
 
 from .configuration_mobileclip import MOBILECLIP_VARIANTS, PRETRAINED_TAGS, resolve_variant
-from .image_processing_mobileclip import MobileCLIPImageProcessor
+from .image_processing_mobileclip import MobileCLIPImageProcessor, MobileCLIPImageProcessorPil
 from .tokenization_mobileclip import CONTEXT_LENGTH, MobileCLIPTokenizer
 
-PAD_TOKEN_ID = 0  # open_clip pads with 0, not with <|endoftext|> as CLIPTokenizer does
+IMAGE_PROCESSORS = {"torchvision": MobileCLIPImageProcessor, "pil": MobileCLIPImageProcessorPil}
 
 
 class MobileCLIPProcessor(ProcessorMixin):
-    r"""Wraps a `MobileCLIPImageProcessor` and a `MobileCLIPTokenizer`.
+    r"""Wraps a `MobileCLIPImageProcessor` (or its PIL twin) and a `MobileCLIPTokenizer`.
 
     Text defaults to the reference tokenisation: truncated to 77 tokens with `<|endoftext|>` kept last, padded to 77
     with id 0 (`padding=True` pads to the longest caption instead; the model gives the same embeddings either way).
@@ -27,11 +27,19 @@ class MobileCLIPProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
-    def from_variant(cls, name: str, tokenizer: MobileCLIPTokenizer | None = None) -> "MobileCLIPProcessor":
-        """Processor with the exact preprocessing of a preset (`mobileclip-s0` ... `mobileclip2-l-14`)."""
+    def from_variant(cls, name: str, tokenizer: MobileCLIPTokenizer | None = None,
+                     backend: str = "pil") -> "MobileCLIPProcessor":
+        """Processor with the preprocessing of a preset (`mobileclip-s0` ... `mobileclip2-l-14`).
+
+        `backend="pil"` (default) is the reference's pipeline for every input type. `"torchvision"`, what AutoProcessor
+        loads by default, gives the same pixels for PIL images and resizes arrays and tensors with torchvision
+        (within 1/255); it crops and normalises batches as torch ops.
+        """
         key = resolve_variant(name)
+        if backend not in IMAGE_PROCESSORS:
+            raise ValueError(f"backend={backend!r} is unknown; valid: {sorted(IMAGE_PROCESSORS)}.")
         tag, size = PRETRAINED_TAGS[key], MOBILECLIP_VARIANTS[key]["vision"]["image_size"]
-        image_processor = MobileCLIPImageProcessor(
+        image_processor = IMAGE_PROCESSORS[backend](
             size={"shortest_edge": size}, crop_size={"height": size, "width": size},
             resample=PILImageResampling[tag["resample"].upper()],
             image_mean=list(tag["image_mean"]), image_std=list(tag["image_std"]))
@@ -39,27 +47,22 @@ class MobileCLIPProcessor(ProcessorMixin):
 
     def __call__(self, images=None, text=None, **kwargs) -> BatchFeature:
         """`images` through the image processor, `text` through the tokenizer (keyword arguments go to whichever
-        accepts them, e.g. `padding=True`, `do_rescale=False`, `return_tensors="pt"`); pads are id 0."""
+        accepts them, e.g. `padding=True`, `do_rescale=False`, `return_tensors="pt"`); the tokenizer pads with id 0."""
         if images is None and text is None:
             raise ValueError("MobileCLIPProcessor needs `images`, `text` or both.")
         if isinstance(text, (list, tuple)) and len(text) == 0:
             raise ValueError("text is an empty list; pass at least one string (or text=None for images only).")
-        encoding = super().__call__(images=images, text=text, **kwargs)
-        if "input_ids" in encoding:
-            encoding["input_ids"] = self._zero_pads(encoding["input_ids"])
-        return encoding
+        return super().__call__(images=images, text=text, **kwargs)
 
-    def _zero_pads(self, input_ids):
-        """Every id after the first `<|endoftext|>` becomes 0, as open_clip pads (the tokenizer pads with EOT)."""
-        eot = self.tokenizer.eos_token_id
-        if hasattr(input_ids, "cumsum"):  # torch tensor or numpy array, (batch, length)
-            is_eot = (input_ids == eot) * 1  # integers: torch cannot subtract booleans
-            after_first = (is_eot.cumsum(-1) - is_eot) > 0
-            return input_ids * ~after_first
-        if input_ids and isinstance(input_ids[0], list):
-            return [self._zero_pads(ids) for ids in input_ids]
-        first = input_ids.index(eot) if eot in input_ids else len(input_ids)
-        return input_ids[: first + 1] + [PAD_TOKEN_ID] * (len(input_ids) - first - 1)
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Saving writes `auto_map` (remote code) into processor_config.json by setting it on the processor; a loaded
+        # processor has none, so it is dropped again: to_dict() stays the same across save -> load.
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
 
 
 __all__ = ["MobileCLIPProcessor"]

@@ -18,6 +18,7 @@ except ImportError:
 
 _WHITESPACE = re.compile(r"\s+")
 CONTEXT_LENGTH = 77
+PAD_TOKEN_ID = 0  # open_clip pads with id 0 after <|endoftext|>, not with <|endoftext|> as CLIPTokenizer does
 # open_clip ships OpenAI's CLIP BPE merges; the vocabulary is 256 bytes, their "</w>" forms, 48894 merges, 2 specials.
 _BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = 49152 - 256 - 2
@@ -50,11 +51,18 @@ def clean_caption(text: str) -> str:
 
 
 class MobileCLIPTokenizer(CLIPTokenizer):
-    """`CLIPTokenizer` that cleans captions as open_clip does before BPE.
+    """`CLIPTokenizer` that cleans captions as open_clip does before BPE and pads as open_clip does, with id 0.
 
-    Padding still uses `<|endoftext|>`: the MobileCLIP text tower maps everything after the first EOT to the pad id 0
-    itself, and `MobileCLIPProcessor` returns open_clip's exact 0-padded ids.
+    The pad *token* stays `<|endoftext|>` (as CLIP's); while it is, the pad *id* is 0. Id 0 is "!" in the BPE
+    vocabulary and cannot be the pad token itself: special tokens are split out of the text before BPE, which would
+    change the ids of every caption with a "!".
     """
+
+    @property
+    def pad_token_id(self) -> int | None:
+        if self.pad_token is not None and self.pad_token == self.eos_token:
+            return PAD_TOKEN_ID
+        return self.convert_tokens_to_ids(self.pad_token) if self.pad_token is not None else None
 
     def _encode_plus(self, text, text_pair=None, is_split_into_words: bool = False, **kwargs):
         if not is_split_into_words:
@@ -83,4 +91,4 @@ class MobileCLIPTokenizer(CLIPTokenizer):
         return text
 
 
-__all__ = ["CONTEXT_LENGTH", "MobileCLIPTokenizer", "clean_caption"]
+__all__ = ["CONTEXT_LENGTH", "PAD_TOKEN_ID", "MobileCLIPTokenizer", "clean_caption"]
