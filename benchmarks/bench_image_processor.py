@@ -1,7 +1,7 @@
 """Speed of the torchvision image processor (AutoImageProcessor's default) against the PIL path.
 
-    python benchmarks/bench_image_processor.py           # writes benchmarks/results/bench_image_processor.md
-    python benchmarks/bench_image_processor.py --quick   # smoke run for CI: prints, no timing claims, writes nothing
+    python benchmarks/bench_image_processor.py           # writes benchmarks/results/bench_image_processor.md/.json
+    python benchmarks/bench_image_processor.py --quick   # smoke run for CI: no timing claims, a temporary results dir
 
 Inputs are photo-sized images of mixed resolutions, as a dataset hands them over, either decoded PIL images or uint8
 CHW tensors (e.g. `torchvision.io.decode_image`); output is the model's `pixel_values` for a preset: MobileCLIP-S0
@@ -18,23 +18,27 @@ intra-op thread by default, as in a DataLoader worker (where preprocessing runs)
 more threads make torch's many small ops wait on each other (README: "Speed").
 """
 
-import os
-import platform
-import sys
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 import torchvision
 import transformers
-from common import benchmark_parser, format_ratio, interleaved_times, median_ms, parse_benchmark_args
+from common import (
+    benchmark_parser,
+    format_ratio,
+    header_line,
+    interleaved_times,
+    machine_header,
+    median_ms,
+    parse_benchmark_args,
+    write_results,
+)
 
 from modeling_mobileclip import MobileCLIPProcessor
 
 SIZES = [(640, 480), (800, 600), (1024, 768), (500, 375), (768, 1024), (1200, 800)]
 VARIANTS = ["mobileclip-s0", "mobileclip2-l-14"]
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_image_processor.md"
 
 
 def photos(count: int, seed: int = 0) -> list[PIL.Image.Image]:
@@ -72,23 +76,13 @@ def measure(args) -> list[tuple]:
     return rows
 
 
-def markdown(rows: list[tuple], args) -> str:
+def markdown(rows: list[tuple]) -> str:
     header = " | ".join(f"{name}: ms / batch (img/s), speed-up" for name in CANDIDATES)
     lines = [f"| preset | batch | {header} |", "|---|---:|" + "---:|" * len(CANDIDATES)]
     for variant, batch, results in rows:
         cells = " | ".join(f"{ms:.1f} ({batch / ms * 1e3:.0f}), {ratio}" for ms, ratio in results.values())
         lines.append(f"| {variant} | {batch} | {cells} |")
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-               f"({torch.get_num_threads()} intra-op threads), torchvision {torchvision.__version__}, "
-               f"transformers {transformers.__version__}, Pillow {PIL.__version__}, Python {sys.version.split()[0]}")
-    return "\n".join([
-        "# Image processor speed: torchvision backend vs PIL path", "",
-        "`python benchmarks/bench_image_processor.py`. Inputs: photo-like images, mixed resolutions from 500x375 to "
-        "1200x800, as decoded PIL images or uint8 CHW tensors; output: `pixel_values` (float32, CPU). The "
-        "torchvision path gives the PIL path's pixels on PIL images and stays within 1/255 of them on tensors "
-        "(tests/test_image_processing_fast.py).", "",
-        f"Machine: {machine}. Timing: {args.schedule.describe()}; speed-up: PIL path time / candidate time.", "",
-        *lines, ""])
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
@@ -98,11 +92,18 @@ def main(argv=None) -> None:
     args = parse_benchmark_args(parser, argv)
     if args.quick:
         args.batches = [1, 2]
-    table = markdown(measure(args), args)
-    print(table)
-    if not args.quick:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(table)
+    header = machine_header("fp32 pixel_values (uint8 / PIL inputs)", args.threads)
+    print(header_line(header))
+    rows = measure(args)
+    table = markdown(rows)
+    intro = (f"Photo-like images (500x375 to 1200x800) as decoded PIL images or uint8 CHW tensors -> `pixel_values`; "
+             f"torchvision {torchvision.__version__}, transformers {transformers.__version__}, Pillow "
+             f"{PIL.__version__}. Timing: {args.schedule.describe()}; speed-up: PIL path time / candidate time. The "
+             f"torchvision path gives the PIL path's pixels on PIL images and stays within 1/255 on tensors "
+             f"(tests/test_image_processing_fast.py)." + ("  [--quick: not a measurement]" if args.quick else ""))
+    print(intro + "\n\n" + table)
+    write_results("bench_image_processor", args, header, intro, [table],
+                  raw=[{"preset": v, "batch": b, "ms": {k: ms for k, (ms, _) in r.items()}} for v, b, r in rows])
 
 
 if __name__ == "__main__":
