@@ -144,3 +144,54 @@ def test_caption_join_from_metadata_tars_and_image_tar_glob(tmp_path):
                            cache_dir=str(tmp_path / "cache"))
     assert keys_of(checked) == [uids[1]]
     assert datacompdr_stats()["skipped"] == {"sha256_mismatch": 2}
+
+
+def test_duplicate_uids_in_join_sources_are_skipped_in_both_modes(tmp_path, caplog):
+    """A uid twice among the image (or caption) sources with different content cannot be joined: every sample with it
+    is skipped as duplicate_uid, with one warning per index build. Identical copies keep the first."""
+    rng = random.Random(5)
+    uids = [uid_of(0, k) for k in range(4)]
+    write_tar(tmp_path / "dr.tar", [(u, make_sample(u, rng)[0]) for u in uids])
+    (tmp_path / "img").mkdir()
+    # uids[1]: two different pictures; uids[2]: the same picture in both tars
+    write_tar(tmp_path / "img" / "00000.tar", [(f"{k:09d}", {"jpg": jpeg_bytes((320, 240), k),
+                                                             "json": json.dumps({"uid": u}).encode()})
+                                               for k, u in enumerate(uids)])
+    write_tar(tmp_path / "img" / "00001.tar", [(f"1{k:08d}", {"jpg": jpeg_bytes((320, 240), seed),
+                                                              "json": json.dumps({"uid": uids[k]}).encode()})
+                                               for k, seed in ((1, 11), (2, 2))])
+    # uids[3]: two different captions; uids[0]: the same caption twice
+    pq.write_table(pa.table({"uid": uids + [uids[3], uids[0]],
+                             "text": [f"gt {k}" for k in range(4)] + ["another gt 3", "gt 0"]}),
+                   tmp_path / "captions.parquet")
+    joins = dict(teachers=TEACHERS, captions=str(tmp_path / "captions.parquet"), image_dir=str(tmp_path / "img"),
+                 cache_dir=str(tmp_path / "cache"))
+
+    with caplog.at_level("WARNING", logger="dataset_scripts.datacompdr"):
+        streamed = load_dataset("datacompdr", data_files=str(tmp_path / "dr.tar"), split="train", streaming=True,
+                                **joins)
+        got = [(e["uid"], e["text"], e["image"]["bytes"]) for e in streamed]
+    assert got == [(uids[0], "gt 0", jpeg_bytes((320, 240), 0)), (uids[2], "gt 2", jpeg_bytes((320, 240), 2))]
+    assert datacompdr_stats()["skipped"] == {"duplicate_uid": 2}
+    warnings = [r.getMessage() for r in caplog.records if "different content" in r.getMessage()]
+    assert len(warnings) == 2
+    assert any(f"1 uid(s) occur more than once in captions= with different content (first: {uids[3]})" in w
+               for w in warnings)
+    assert any(f"1 uid(s) occur more than once in image_dir= with different content (first: {uids[1]})" in w
+               for w in warnings)
+    skipped = [r.getMessage() for r in caplog.records if "[duplicate_uid]" in r.getMessage()]
+    assert len(skipped) == 2 and f"uid {uids[1]} has different images in image_dir=" in " ".join(skipped)
+
+    caplog.clear()
+    reset_datacompdr_stats()
+    with caplog.at_level("WARNING", logger="dataset_scripts.datacompdr"):
+        table = load_dataset("datacompdr", data_files=str(tmp_path / "dr.tar"), split="train", **joins)
+    assert table["uid"] == [uids[0], uids[2]] and table["text"] == ["gt 0", "gt 2"]
+    assert table[1]["image"]["bytes"] == jpeg_bytes((320, 240), 2)
+    assert datacompdr_stats()["skipped"] == {"duplicate_uid": 2}
+    assert not [r for r in caplog.records if "different content" in r.getMessage()]  # the indexes were built once
+
+    strict = load_dataset("datacompdr", data_files=str(tmp_path / "dr.tar"), split="train", streaming=True,
+                          strict=True, **joins)
+    with pytest.raises(DataCompDRSampleError, match=rf"\[duplicate_uid\] .*__key__='{uids[1]}'"):
+        list(strict)

@@ -54,7 +54,7 @@ def _original_size(meta: Any) -> Optional[tuple[int, int]]:
     return None
 
 
-JOIN_INDEX_VERSION = 1  # part of every index file's name: bump it when the index layout changes
+JOIN_INDEX_VERSION = 2  # part of every index file's name: bump it when the index layout changes
 
 
 def _uid_from(key: str, meta: Any) -> Optional[str]:
@@ -95,6 +95,12 @@ class UidIndex:
         uids = self.columns["uid"]
         width = uids.type.byte_width
         self.uids = np.frombuffer(uids.buffers()[1], dtype=f"S{width}", count=len(uids), offset=uids.offset * width)
+        self.ambiguous = self.columns["ambiguous"].to_numpy(zero_copy_only=False)
+
+    def is_ambiguous(self, uid: str) -> bool:
+        """Whether ``uid`` occurs more than once in the sources with different content (see ``_write_sorted_index``)."""
+        row = self.row(uid)
+        return row is not None and bool(self.ambiguous[row])
 
     def row(self, uid: str) -> Optional[int]:
         needle = uid.lower().encode("utf-8")
@@ -115,6 +121,10 @@ class CaptionIndex(UidIndex):
     def get(self, uid: str) -> Optional[tuple[str, Optional[tuple[int, int]]]]:
         row = self.row(uid)
         return None if row is None else (self.value("text", row), self.original_size(row))
+
+    @staticmethod
+    def content(table, row: int) -> str:
+        return table.column("text")[row].as_py()
 
     @classmethod
     def build_table(cls, paths: list[str]):
@@ -182,6 +192,17 @@ class ImageIndex(UidIndex):
         offset = self.value("offset", row)
         return ImageRef(self.value("path", row), None if offset < 0 else offset, self.value("size", row),
                         self.value("name", row), self.original_size(row))
+
+    @staticmethod
+    def content(table, row: int) -> str:
+        """A digest of the image bytes: two copies of one picture (another tar, another file name) are the same."""
+        offset = table.column("offset")[row].as_py()
+        ref = ImageRef(table.column("path")[row].as_py(), None if offset < 0 else offset,
+                       table.column("size")[row].as_py(), "", None)
+        try:
+            return hashlib.sha256(ref.read()).hexdigest()
+        except OSError as err:  # unreadable now: not provably the same picture
+            return f"unreadable {ref.path}@{offset}: {err}"
 
     @classmethod
     def build_table(cls, paths: list[str]):
@@ -259,19 +280,32 @@ class ImageIndex(UidIndex):
                 yield base, f"{base}.{image_ext}", members[image_ext], metas.get(key)
 
 
-def _write_sorted_index(table, path: str) -> None:
-    """Sort ``table`` by uid (stable: the first of duplicate uids wins) and write it as one Arrow IPC batch."""
+def _write_sorted_index(table, path: str, content) -> list[str]:
+    """Sort ``table`` by uid, keep one row per uid, and write it as one Arrow IPC batch; returns the ambiguous uids.
+
+    A uid with several rows keeps the first (stable sort). Its rows' ``content(table, row)`` decides: all equal (the
+    same caption, the same image bytes) is a harmless copy; else the uid is marked ``ambiguous`` and every sample
+    with it is skipped, since which copy belongs to the sample cannot be known.
+    """
     import pyarrow as pa
 
     uids = table.column("uid").cast(pa.binary()).to_numpy(zero_copy_only=False)
     width = max(1, max(len(u) for u in uids))
     uids = uids.astype(f"S{width}")
     order = np.argsort(uids, kind="stable")
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(uids),
-                                                 [None, pa.py_buffer(uids[order].tobytes())])
-    table = table.take(pa.array(order)).set_column(0, pa.field("uid", pa.binary(width)), fixed).combine_chunks()
+    uids, table = uids[order], table.take(pa.array(order))
+    firsts = np.flatnonzero(np.concatenate([[True], uids[1:] != uids[:-1]]))
+    ends = np.append(firsts[1:], len(uids))
+    ambiguous = np.zeros(len(firsts), dtype=bool)
+    for run in np.flatnonzero(ends - firsts > 1):
+        ambiguous[run] = len({content(table, row) for row in range(firsts[run], ends[run])}) > 1
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(firsts),
+                                                 [None, pa.py_buffer(uids[firsts].tobytes())])
+    table = (table.take(pa.array(firsts)).set_column(0, pa.field("uid", pa.binary(width)), fixed)
+             .append_column("ambiguous", pa.array(ambiguous)).combine_chunks())
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+    return [u.decode("utf-8") for u in uids[firsts[ambiguous]]]
 
 
 def join_index_file(kind: type, spec: Union[str, Sequence[str]], what: str, cache_dir: str) -> str:
@@ -295,10 +329,14 @@ def join_index_file(kind: type, spec: Union[str, Sequence[str]], what: str, cach
         if not os.path.exists(index_path):
             table = kind.build_table(paths)
             partial = f"{index_path}.{os.getpid()}.incomplete"
-            _write_sorted_index(table, partial)
+            ambiguous = _write_sorted_index(table, partial, kind.content)
             os.replace(partial, index_path)
             logger.info("datacompdr: indexed %d %s rows from %d files into %s", table.num_rows, what, len(paths),
                         index_path)
+            if ambiguous:
+                logger.warning("datacompdr: %d uid(s) occur more than once in %s= with different content (first: "
+                               "%s); every sample with one of them is skipped as duplicate_uid. Fix: deduplicate "
+                               "the %s sources", len(ambiguous), what, ", ".join(ambiguous[:5]), what)
     return index_path
 
 

@@ -1,10 +1,11 @@
 """The caption and image joins applied to one sample, and the crop boxes mapped onto the joined image.
 
-Samples without an image (or caption) are dropped and counted. Crop boxes are in the pixels of the image Apple had:
-if the recorded original size (``captions`` metadata first, then the image's own ``.json``) differs from the joined
-image, all boxes are rescaled, provided the image is a proportional resize of that original (else the sample is
-dropped: a cropped or padded download cannot be mapped); a box that still does not fit drops the sample. Nothing is
-padded. The uid lookups go through the index files of :mod:`.join_index`.
+Samples without an image (or caption), or whose uid has several different ones, are dropped and counted. Crop boxes
+are in the pixels of the image Apple had: if the recorded original size (``captions`` metadata first, then the
+image's own ``.json``) differs from the joined image, all boxes are rescaled, provided the image is a proportional
+resize of that original (else the sample is dropped: a cropped or padded download cannot be mapped); a box that
+still does not fit drops the sample. Nothing is padded. The uid lookups go through the index files of
+:mod:`.join_index`.
 """
 
 from __future__ import annotations
@@ -77,12 +78,16 @@ class SampleJoins:
         uid = example["uid"].lower()
         original_size = None
         if self.captions is not None:
+            if self.captions.is_ambiguous(uid):
+                assembler.fail("duplicate_uid", "text", raw, shard, f"uid {uid} has different captions in captions=")
             found = self.captions.get(uid)
             if found is None:
                 assembler.fail("missing_caption", "text", raw, shard, f"uid {uid} not in captions=")
             example["text"], original_size = found
         if self.images is None:
             return
+        if self.images.is_ambiguous(uid):
+            assembler.fail("duplicate_uid", "image", raw, shard, f"uid {uid} has different images in image_dir=")
         ref = self.images.get(uid)
         if ref is None:
             assembler.fail("missing_image", "image", raw, shard, f"uid {uid} not in image_dir=")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
@@ -20,6 +21,7 @@ import PIL.Image
 
 from ..datacompdr.data_files import expand_braces
 from ..datacompdr.members import IMAGE_EXTENSIONS, iter_raw_samples, split_member_name
+from .uids import tar_uids
 
 _TEXT_FIELDS = ("txt", "text", "caption")
 
@@ -51,6 +53,7 @@ class InputShard:
     num_samples: Optional[int] = None
     count: Optional[Callable[[], Optional[int]]] = None  # counts the samples (tar headers) when asked
     identity: Optional[Callable[[], dict]] = None  # what the output shard is bound to (see input_identity)
+    uids: Callable[[], Iterator] = lambda: iter(())  # each sample's own uid or None, read cheaply (uids.py)
 
     def size(self) -> Optional[int]:
         return self.num_samples if self.num_samples is not None or self.count is None else self.count()
@@ -137,7 +140,7 @@ def _count_tar_samples(path: str) -> Optional[int]:
 def _tar_shards(files: list[str], root: str) -> list[InputShard]:
     return [InputShard(name=f"{i:08d}", source=path, read=lambda path=path: _read_tar(path, root),
                        count=lambda path=path: _count_tar_samples(path),
-                       identity=lambda path=path: tar_identity(path, root))
+                       identity=lambda path=path: tar_identity(path, root), uids=lambda path=path: tar_uids(path))
             for i, path in enumerate(files)]
 
 
@@ -197,12 +200,14 @@ def _datasets_shards(ds, samples_per_shard: int, source: str, image_column: Opti
     # The rows' identity: the row range and the dataset's fingerprint (datasets derives it from the data files, so it
     # changes with them).
     fingerprint = ds._fingerprint
+    uid_rows = ds.select_columns([uid_column]) if uid_column else None  # slices of it read only that column
 
     def shard(k: int, start: int) -> InputShard:
         stop = min(start + samples_per_shard, n)
         where = f"{source}[{start}:{stop}]"
         return InputShard(name=f"{k:08d}", source=where, read=lambda: read(start, stop), num_samples=stop - start,
-                          identity=lambda: {"source": where, "fingerprint": fingerprint})
+                          identity=lambda: {"source": where, "fingerprint": fingerprint},
+                          uids=lambda: iter(uid_rows[start:stop][uid_column] if uid_column else ()))
 
     return [shard(k, a) for k, a in enumerate(range(0, n, samples_per_shard))]
 
@@ -256,6 +261,7 @@ def limit_samples(shards: list[InputShard], max_samples: Optional[int]) -> list[
                 yield record
 
         kept.append(InputShard(shard.name, shard.source, read, min(size, left) if size is not None else None,
-                               identity=shard.input_identity))
+                               identity=shard.input_identity,
+                               uids=lambda shard=shard, n=left: itertools.islice(shard.uids(), n)))
         left -= size if size is not None else left
     return kept

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,11 +41,9 @@ from .config import ReinforceSettings
 from .images import PreparedImage, prepare_image
 from .inputs import BadSample, InputRecord, InputShard
 from .shards import ShardWriter, commit_shard, encode_npz, encode_pth_gz, partial_shard_path
+from .uids import output_uid
 
 logger = logging.getLogger(__name__)
-
-_CLEAN_UID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
 
 def derive_seed(seed: int, uid: str, purpose: str) -> int:
     """A 63-bit seed for one (run seed, sample uid, purpose): independent of batching, processes and resumes."""
@@ -67,13 +64,6 @@ class Timings:
             self.seconds[name] += time.perf_counter() - start
 
 
-def _uid_for(record: InputRecord) -> str:
-    if record.uid is not None and _CLEAN_UID.match(str(record.uid)):
-        return str(record.uid)
-    # No usable uid: a DataComp-shaped 32-hex id derived from where the sample came from (stable across runs).
-    return hashlib.md5(record.key.encode("utf-8")).hexdigest()
-
-
 @dataclass
 class _Sample:
     uid: str
@@ -92,18 +82,15 @@ class Reinforcer:
         self.settings, self.teachers, self.captioner, self.sampler = settings, teachers, captioner, sampler
         self.timings = Timings()
 
-    def _prepare(self, record: InputRecord, seen: set) -> _Sample:
+    def _prepare(self, record: InputRecord) -> _Sample:
         if record.problem is not None:
             raise BadSample(*record.problem)
-        uid = _uid_for(record)
-        if uid in seen:
-            raise BadSample("duplicate_uid", f"uid {uid} appears twice in the shard")
+        uid = output_uid(record)  # unique: refuse_duplicate_uids checked the inputs before the run
         text = record.text.strip() if isinstance(record.text, str) else None
         if not text:
             raise BadSample("missing_caption", "no ground-truth caption")
         with self.timings("decode"):
             image = prepare_image(record.image, record.image_ext)
-        seen.add(uid)
         return _Sample(uid=uid, text=text, url=record.url, image=image)
 
     def _augment(self, sample: _Sample) -> None:
@@ -181,12 +168,12 @@ class Reinforcer:
         output = self.settings.output
         input_identity = shard.input_identity()  # before reading: the record names what was read
         skipped: Counter = Counter()
-        num_uids, seen, batch = 0, set(), []
+        num_uids, batch = 0, []
         writer = ShardWriter(partial_shard_path(output, shard.name))
         try:
             for record in shard.read():
                 try:
-                    batch.append(self._prepare(record, seen))
+                    batch.append(self._prepare(record))
                 except BadSample as err:
                     skipped[err.reason] += 1
                     level = logging.WARNING if sum(skipped.values()) <= 20 else logging.DEBUG

@@ -25,6 +25,7 @@ from .inputs import discover_inputs, estimate_sizes, limit_samples
 from .pipeline import Reinforcer
 from .shards import (MANIFEST_DIR, PARTIAL_SUFFIX, atomic_write, remove_stale_partials, shard_done, unfinished_shards,
                      write_manifest)
+from .uids import refuse_duplicate_uids
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def reinforce(dataset: str, output: str, teachers: Sequence[Any], captioner: Any
     shards = limit_samples(shards, settings.max_samples)
     if not shards:
         raise ValueError(f"--dataset {dataset!r} holds no samples")
+    refuse_duplicate_uids(dataset, shards)  # every process: all refuse alike, none is left waiting at a barrier
     teachers_, captioner_, sampler = _load_models(settings, device)
     config = build_config(settings, teachers_, captioner_, sampler, kind, len(shards))
     if state.is_main_process:
