@@ -222,6 +222,9 @@ class MobileCLIPVisionConfig(PreTrainedConfig):
         no_embed_class: The CLS token gets no positional embedding.
         projection_bias: The image projection has a bias (open_clip/timm heads) or not (Apple v1 `proj`).
         drop_path_rate: Stochastic depth rate.
+        check_finite_inputs: Raise if `pixel_values` holds NaN or inf (a debugging aid, off by default: the check
+            reads the whole batch and syncs with the device). Turn on for a loaded model with
+            `model.config.vision_config.check_finite_inputs = True`.
     """
 
     model_type = "mobileclip_vision_model"
@@ -255,6 +258,7 @@ class MobileCLIPVisionConfig(PreTrainedConfig):
     projection_bias: bool = False
     drop_path_rate: float = 0.0
     initializer_range: float = 0.02
+    check_finite_inputs: bool = False
 
     @property
     def num_features(self) -> int:

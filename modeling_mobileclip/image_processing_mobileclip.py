@@ -50,6 +50,17 @@ def _crop_offsets(height: int, width: int, size) -> tuple[int, int]:
     return int(round((height - size.height) / 2.0)), int(round((width - size.width) / 2.0))
 
 
+def _check_has_pixels(image, index: int) -> None:
+    """An image without pixels would divide by zero in the shortest-edge resize: name it instead."""
+    if isinstance(image, PIL.Image.Image):
+        size, empty = f"size {image.size[0]}x{image.size[1]} (width x height)", 0 in image.size
+    else:
+        size, empty = f"shape {tuple(image.shape)}", 0 in tuple(image.shape)
+    if empty:
+        raise ValueError(f"image {index} has {size}: no pixels to preprocess; drop it or replace it with an image "
+                         f"of non-zero height and width.")
+
+
 class _ReferenceDefaults:
     """MobileCLIP-S0's preprocessing (`MobileCLIPProcessor.from_variant` sets each preset's), and the remote-code
     entry of both backends."""
@@ -65,6 +76,15 @@ class _ReferenceDefaults:
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        images = super()._prepare_images_structure(images, expected_ndims=expected_ndims)
+        if len(images) == 0:  # else the PIL backend returns pixel_values of shape [0], torchvision an IndexError
+            raise ValueError("images holds no image (an empty list or batch); pass at least one image "
+                             "(MobileCLIPProcessor: images=None to tokenize text only).")
+        for index, image in enumerate(images):
+            _check_has_pixels(image, index)
+        return images
 
     def to_dict(self) -> dict:
         # Saving records the class that was saved; record both, so that AutoImageProcessor with trust_remote_code

@@ -438,9 +438,16 @@ class MobileCLIPVisionModel(MobileCLIPPreTrainedModel):
         if pixel_values.dim() != 4 or pixel_values.shape[1] != cfg.num_channels:
             raise ValueError(f"pixel_values must have shape (batch, {cfg.num_channels}, height, width), got "
                              f"{tuple(pixel_values.shape)}; preprocess images with MobileCLIPProcessor.")
+        if pixel_values.numel() == 0:
+            raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}: no image to encode; pass at least "
+                             f"one image of non-zero height and width.")
         if cfg.backbone == "vit" and tuple(pixel_values.shape[-2:]) != (cfg.image_size, cfg.image_size):
             raise ValueError(f"pixel_values has spatial size {tuple(pixel_values.shape[-2:])}, but this ViT tower "
                              f"takes ({cfg.image_size}, {cfg.image_size}); resize/crop with MobileCLIPProcessor.")
+        if cfg.check_finite_inputs and not torch.isfinite(pixel_values).all():
+            bad = (~torch.isfinite(pixel_values)).sum().item()
+            raise ValueError(f"pixel_values of shape {tuple(pixel_values.shape)} holds {bad} NaN/inf value(s); "
+                             f"check the images and their preprocessing (check_finite_inputs=True found them).")
 
     def get_input_embeddings(self) -> nn.Module:
         """The patch embedding (ViT: conv stem or patchify conv) or the MCi stem, as for CLIP's vision tower."""
@@ -491,6 +498,9 @@ class MobileCLIPTextModel(MobileCLIPPreTrainedModel):
         cfg = self.config
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, sequence_length), got {tuple(input_ids.shape)}.")
+        if input_ids.numel() == 0:
+            raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}: an empty batch or empty sequences; pass "
+                             f"at least one tokenized caption (MobileCLIPProcessor(text=[...])).")
         length = input_ids.shape[1]
         if length > cfg.max_position_embeddings:
             raise ValueError(f"input_ids has length {length}, but text_config.max_position_embeddings is "

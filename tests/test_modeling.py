@@ -327,6 +327,34 @@ def test_input_ids_longer_than_context_is_a_clear_error():
 
 
 @pytest.mark.parametrize("family", ["mci-s0text", "vit-convstem"])
+@pytest.mark.parametrize("shape", [(0, 77), (2, 0)])
+def test_empty_input_ids_is_a_clear_error(family, shape):
+    model = tiny_model(family)  # was a reshape error (empty batch) or a silent embedding of padding (empty captions)
+    with pytest.raises(ValueError, match=re.escape(f"input_ids has shape {shape}: an empty batch or empty sequences")):
+        model.get_text_features(input_ids=torch.zeros(shape, dtype=torch.long))
+
+
+def test_empty_pixel_batch_is_a_clear_error():
+    model = tiny_model("mci-s0text")  # was a reshape error deep in the trunk
+    with pytest.raises(ValueError, match=r"pixel_values has shape \(0, 3, 64, 64\): no image to encode"):
+        model.get_image_features(pixel_values=pixels(model.config, batch=0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_pixels_raise_when_the_check_is_on(bad):
+    model = tiny_model("mci-s0text")
+    poisoned = pixels(model.config, batch=2)
+    poisoned[1, 0, 3, 4] = bad
+    # Off by default (the forward stays fast): the embedding is silently non-finite.
+    assert not model.config.vision_config.check_finite_inputs
+    assert not torch.isfinite(model.get_image_features(pixel_values=poisoned).pooler_output).all()
+    model.config.vision_config.check_finite_inputs = True  # the loaded model's config object, shared by the tower
+    with pytest.raises(ValueError, match=r"pixel_values of shape \(2, 3, 64, 64\) holds 1 NaN/inf value"):
+        model(input_ids=random_ids(2, [2, 3]), pixel_values=poisoned)
+    assert torch.isfinite(model.get_image_features(pixel_values=pixels(model.config)).pooler_output).all()
+
+
+@pytest.mark.parametrize("family", ["mci-s0text", "vit-convstem"])
 def test_eager_and_sdpa_attention_agree(family):
     eager = tiny_model(family)
     sdpa = copy.deepcopy(eager)

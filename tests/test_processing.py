@@ -135,6 +135,29 @@ def test_numpy_and_tensor_images(processor):
     assert torch.allclose(processor(images=sixteen_bit, return_tensors="pt")["pixel_values"], from_pil)
 
 
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+@pytest.mark.parametrize("image, size", [
+    (Image.new("RGB", (0, 0)), r"size 0x0 \(width x height\)"),
+    (Image.new("RGB", (0, 5)), r"size 0x5 \(width x height\)"),
+    (np.zeros((0, 5, 3), np.uint8), r"shape \(0, 5, 3\)"),
+    (torch.zeros(3, 5, 0, dtype=torch.uint8), r"shape \(3, 5, 0\)"),
+], ids=["pil-0x0", "pil-0x5", "array-hwc", "tensor-chw"])
+def test_image_without_pixels_is_a_clear_error(tokenizer, backend, image, size):
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer, backend=backend)
+    # Was a ZeroDivisionError from the shortest-edge resize.
+    with pytest.raises(ValueError, match=f"image 1 has {size}: no pixels to preprocess; drop it or replace it"):
+        processor(images=[rng_image(32, 32), image], return_tensors="pt")
+
+
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+@pytest.mark.parametrize("images", [[], [[]], np.zeros((0, 8, 8, 3), np.uint8)], ids=["list", "nested", "array"])
+def test_empty_image_batch_is_a_clear_error(tokenizer, backend, images):
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer, backend=backend)
+    # Was pixel_values of shape [0] (PIL) or an IndexError (torchvision).
+    for call in (processor, processor.image_processor):
+        with pytest.raises(ValueError, match=r"images holds no image .* images=None to tokenize text only"):
+            call(images=images, return_tensors="pt")
+
 # ---------------------------------------------------------------- Auto classes and pipeline
 
 def test_auto_classes_resolve(saved_model_dir):
