@@ -119,8 +119,8 @@ def next_batch(run: Run, batches, must_agree: bool) -> dict | None:
         missing = torch.tensor(float(batch is None), device=run.accelerator.device)
         if run.accelerator.reduce(missing, "max").item() > 0:  # accelerate's reduce has no "min" (it would sum)
             # Count, without training, what this process still held (at most the shard imbalance between ranks).
-            for item in [batch] if batch is not None else []:
-                run.dropped += len(item["uids"])
+            if batch is not None:
+                run.dropped += len(batch["uids"])
             for item in batches:
                 run.dropped += len(item["uids"]) + item.get("dropped", 0)
             return None

@@ -10,6 +10,6 @@
 - `run`: what a step can touch (`Run`), the train data, the run's length, the held-out set
 - `heldout`: periodic zero-shot / retrieval evaluation
 - `checkpoints`: checkpoint folders (JSON state, completion marker, rotation after completion) and resume
-- `data_report`: the per-step uid log (--log-sample-uids) and the end-of-run counts (trained per epoch, skipped, dropped)
+- `data_report`: the per-step uid log (--log-sample-uids) and the end-of-run counts (trained, skipped, dropped)
 - `trackers`, `hub_upload`, `card`: logging, background Hub pushes, model cards of the trained student
 """

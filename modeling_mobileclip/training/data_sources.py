@@ -58,7 +58,6 @@ def ensure_toy_data(args, accelerator) -> Path:
         return build_toy_datacompdr(spec, args.cache_dir, log=accelerator.print)
 
 
-
 def data_mode(args) -> str:
     """`auto`: the embedded toy set (1k samples) trains map-style; any --train-data streams."""
     if args.data_mode != "auto":
