@@ -390,3 +390,47 @@ def test_hub_dataset_in_hub_dataset_out(models, fake_hub, tmp_path):
     assert config["source_dataset"] == "org/pairs" and config["input"]["kind"] == "hub"
     assert set(fake_hub.files("org/my-dr", "dataset")) == {"README.md", "config.json", "manifest.jsonl",
                                                           "00000000.tar"}
+
+
+def test_captioner_none_output_loads_streaming_and_map_style(models, tmp_path):
+    """--captioner none: empty syn_text lists, declared by config.json's num_captions 0; both loaders yield every
+    written sample, and the training views take the ground-truth caption (other caption modes refuse clearly)."""
+    import random
+    import re
+    from argparse import Namespace
+
+    from datasets import load_dataset
+
+    from modeling_mobileclip.training.data_sources import check_caption_mode
+    from modeling_mobileclip.training.views import collate_views, training_view
+
+    data = write_tar_dataset(str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    reinforce(data, out, **_common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None,
+                                   captioner=None))
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["captioner"] is None and config["num_captions"] == 0
+    assert "- Captioner: none" in open(os.path.join(out, "README.md")).read()
+    shards = sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".tar"))
+    expected = ["uida0", "uida1", "uida2", "uida3", "uida4", "uida8", "uida9"]
+    dataset_scripts.reset_datacompdr_stats()
+    streamed = load_dataset("datacompdr", data_files=shards, split="train", streaming=True, image_dir=shards,
+                            captions=shards)
+    assert sorted(e["uid"] for e in streamed) == expected
+    mapped = load_dataset("datacompdr", data_files=shards, split="train", cache_dir=str(tmp_path / "hf"),
+                          image_dir=shards, captions=shards)
+    assert sorted(mapped["uid"]) == expected and dataset_scripts.datacompdr_stats()["skipped"] == {}
+    assert all(e["syn_text"] == [] and np.asarray(e["text_emb"]).shape[0] == 1 for e in mapped)
+    assert dataset_scripts.get_metadata(mapped).num_captions == 0
+
+    for mode in ("gt+syn", "mix"):
+        with pytest.raises(ValueError, match=rf"--caption-mode {re.escape(mode)} needs synthetic captions.*--caption-mode gt"):
+            check_caption_mode(Namespace(caption_mode=mode), mapped)
+    check_caption_mode(Namespace(caption_mode="gt"), streamed)
+    transform = augment_replay.ReplayTransform(size=CROP)
+    views = [training_view(mapped[i], transform, random.Random(i)) for i in range(2)]
+    batch = collate_views(views, lambda texts: texts, "gt", 0.5)
+    assert batch["input_ids"] == [mapped[0]["text"], mapped[1]["text"]]
+    np.testing.assert_array_equal(batch["teacher_text_emb"][0].numpy(), np.asarray(mapped[0]["text_emb"][0]))
+    with pytest.raises(ValueError, match="empty syn_text; pass --caption-mode gt"):
+        collate_views(views, lambda texts: texts, "gt+syn", 0.5)

@@ -27,6 +27,7 @@ class SampleAssembler:
         self.layout = settings.layout
         self.embedding_format = settings.embedding_format
         self.syn_regex = re.compile(settings.syn_text_key_regex)
+        self.captions_declared_absent = settings.num_captions == 0  # config.json: reinforced with --captioner none
         self.image_emb_key = image_emb_key
         self.total_dim = total_dim
 
@@ -78,8 +79,9 @@ class SampleAssembler:
         for k, captions in selected:
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
                 self.fail("bad_syn_text", f"syn.json:{k}", raw, shard, "expected a list of strings")
-        if not any(captions for _, captions in selected):
-            self.fail("bad_syn_text", "syn.json", raw, shard, f"no synthetic caption under {[k for k, _ in selected]}")
+        if not self.captions_declared_absent and not any(captions for _, captions in selected):
+            self.fail("bad_syn_text", "syn.json", raw, shard, f"no synthetic caption under {[k for k, _ in selected]} "
+                      f"(shards made without captions need 'num_captions': 0 in their config.json)")
         return selected, len(syn)
 
     def param_aug(self, raw, shard) -> list[dict]:

@@ -50,7 +50,7 @@ class DataCompDR(datasets.GeneratorBasedBuilder):
         names = ("teachers", "num_augmentations", "augmentation", "layout", "embedding_format",
                  "syn_text_key_regex", "embedding_source_dtype")
         values = {name: getattr(config, name) for name in names}
-        values["seed"], source = None, f"builder config {config.name!r}"
+        values["seed"], values["num_captions"], source = None, None, f"builder config {config.name!r}"
         path = find_config_json(config.data_files) if config.read_config_json else None
         if path is not None:
             user_given = set(self.config_kwargs)

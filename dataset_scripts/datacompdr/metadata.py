@@ -10,7 +10,10 @@ from the first sample and the per-teacher split is unknown.
 
     {"teachers": [{"model": "ViT-L-14", "pretrained": "openai", "embedding_dim": 768, "logit_scale": 100.0}, ...],
      "num_augmentations": 30, "augmentation": AugmentationSampler.to_config(), "seed": 0,
-     "layout": "raygen", "embedding_format": "npz", "syn_text_key_regex": "^syn_text.*$"}
+     "layout": "raygen", "embedding_format": "npz", "syn_text_key_regex": "^syn_text.*$", "num_captions": 5}
+
+``"num_captions": 0`` (the tool run with ``--captioner none``) declares shards without synthetic captions: their
+``syn_text`` lists are empty, and only the ground-truth caption is embedded.
 
 Apple's own ``config.json`` (``{"model_name": "A,B", "pretrained": "a,b", "num_samples": N, "reinforce": ...}``)
 is read too; it has no widths, so those come from the named config (or ``teachers=``).
@@ -70,6 +73,7 @@ class DataCompDRMetadata:
     augmentation: Optional[dict]
     seed: Optional[int] = None
     source: str = "builder config"
+    num_captions: Optional[int] = None  # synthetic captions per sample; 0: none (then empty syn_text is valid)
 
     @property
     def embedding_dims(self) -> list[int]:
@@ -143,7 +147,7 @@ def read_config_json(path: str, defaults: Optional[Sequence[dict]], download_con
     augmentation = data.get("augmentation") or data.get("reinforce", {}).get("image_augmentation")
     if augmentation is not None:
         out["augmentation"] = augmentation
-    for name in ("seed", "layout", "embedding_format", "syn_text_key_regex", "embedding_source_dtype"):
+    for name in ("seed", "layout", "embedding_format", "syn_text_key_regex", "embedding_source_dtype", "num_captions"):
         if name in data:
             out[name] = data[name]
     return out

@@ -112,6 +112,16 @@ def dataset_size(args, ds) -> int | None:
     return KNOWN_SIZES.get(name)
 
 
+def check_caption_mode(args, ds) -> None:
+    """Shards reinforced without a captioner (config.json `num_captions: 0`) train on ground-truth captions only."""
+    from dataset_scripts import get_metadata
+
+    if args.caption_mode != "gt" and get_metadata(ds).num_captions == 0:
+        raise ValueError(f"--caption-mode {args.caption_mode} needs synthetic captions, but the training data has none "
+                         f"(its config.json says num_captions: 0: reinforced with --captioner none); pass "
+                         f"--caption-mode gt to train on the ground-truth captions only.")
+
+
 def resolve_teachers(args, ds) -> tuple[list[int], list[float]]:
     """Per-teacher widths and distillation logit scales; their sum must be the stored embedding width."""
     from dataset_scripts import get_metadata

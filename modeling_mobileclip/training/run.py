@@ -9,7 +9,14 @@ from typing import Any
 
 import torch
 
-from .data_sources import data_mode, dataset_size, load_train_split, resolve_data, resolve_teachers
+from .data_sources import (
+    check_caption_mode,
+    data_mode,
+    dataset_size,
+    load_train_split,
+    resolve_data,
+    resolve_teachers,
+)
 from .heldout import HeldOut, load_eval_split
 from .map_batches import StepBatches, map_loader
 from .stream_batches import StreamBatches, shard_stream, stream_loader
@@ -93,6 +100,7 @@ def build_train_data(args, accelerator, student) -> TrainData:
     sources = resolve_data(args, accelerator)
     mode = data_mode(args)
     ds, skipped = load_train_split(sources, args, accelerator, streaming=mode == "stream")
+    check_caption_mode(args, ds)
     common = dict(caption_mode=args.caption_mode, mix_ratio=args.mix_ratio, seed=args.seed,
                   batch_size=args.batch_size)
     if mode == "stream":

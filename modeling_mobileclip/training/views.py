@@ -22,21 +22,26 @@ def training_view(example: dict, transform, rng: random.Random) -> dict:
     """`transform`: the student's `augment_replay.ReplayTransform` (its size and interpolation are replayed here)."""
     from dataset_scripts.augment_replay import replay_pil
 
-    aug, syn, mix = rng.randrange(len(example["param_aug"])), rng.randrange(len(example["syn_text"])), rng.random()
+    # No synthetic caption (shards reinforced with --captioner none): only --caption-mode gt reads none.
+    num_syn = len(example["syn_text"])
+    aug, syn, mix = rng.randrange(len(example["param_aug"])), rng.randrange(num_syn) if num_syn else None, rng.random()
     image_emb = example["image_emb"]
     text_emb = np.asarray(example["text_emb"], dtype=np.float32)
     view = replay_pil(example["image"], example["param_aug"][aug], transform.size, transform.interpolation)
     pixels = torch.from_numpy(np.asarray(view, dtype=np.uint8).transpose(2, 0, 1).copy())
     return {"pixel_values": pixels, "gt": example["text"],
-            "syn": example["syn_text"][syn], "mix": mix,
-            "t_img": torch.from_numpy(np.asarray(image_emb[aug], np.float32)),
-            "t_gt": torch.from_numpy(text_emb[0]), "t_syn": torch.from_numpy(text_emb[example["num_gt_emb"] + syn])}
+            "syn": None if syn is None else example["syn_text"][syn], "mix": mix,
+            "t_img": torch.from_numpy(np.asarray(image_emb[aug], np.float32)), "t_gt": torch.from_numpy(text_emb[0]),
+            "t_syn": None if syn is None else torch.from_numpy(text_emb[example["num_gt_emb"] + syn])}
 
 
 def collate_views(views: list[dict], tokenize, caption_mode: str, mix_ratio: float) -> dict:
     """The batch the loss reads. `gt+syn`: one text forward of the ground-truth captions, then the synthetic ones."""
     batch = {"pixel_values": torch.stack([v["pixel_values"] for v in views]),
              "teacher_image_emb": torch.stack([v["t_img"] for v in views])}
+    if caption_mode != "gt" and any(v["syn"] is None for v in views):
+        raise ValueError(f"--caption-mode {caption_mode} needs a synthetic caption per sample, but a sample has an "
+                         f"empty syn_text; pass --caption-mode gt to train on the ground-truth captions only.")
     if caption_mode == "gt+syn":
         batch["input_ids"] = tokenize([v["gt"] for v in views] + [v["syn"] for v in views])
         batch["teacher_text_emb"] = torch.stack([v["t_gt"] for v in views])
