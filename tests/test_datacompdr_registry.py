@@ -2,6 +2,7 @@
 builder module under a hash of every source file, and the factory hook resolves config names without scanning the
 working directory."""
 
+import re
 from pathlib import Path
 
 import datasets
@@ -67,3 +68,44 @@ def test_registered_module_defines_the_builder_and_its_hash_covers_every_source(
         copy.write_text(original + "\nEDITED = True\n", encoding="utf-8")
         assert registry.source_hash(copies) != module_hash, copy
         copy.write_text(original, encoding="utf-8")
+
+
+def _documented_errors() -> list[tuple[str, str]]:
+    """(exception type, message regex) of each row of docs/datacompdr.md's "Without the import" table."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "datacompdr.md").read_text()
+    section = docs.split("### Without the import", 1)[1].split("\n#", 1)[0]
+    assert "run `import dataset_scripts` before `load_dataset`" in section.replace("\n", " ")
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            kind, _, message = line.split("`")[1].partition(": ")
+            rows.append((kind, re.escape(message).replace(re.escape("<hash>"), "[0-9a-f]+")))
+    return rows
+
+
+def test_without_the_import_datasets_raises_the_documented_errors(tmp_path, monkeypatch):
+    """datasets 5.2 has no plugin hook, so without `import dataset_scripts` the name is unknown: each error datasets
+    then raises (offline, online, and with a prepared set in the cache) is quoted in the docs next to the fix."""
+    from fake_hub import FakeHub
+
+    write_shards(tmp_path / "shards", n_shards=1, per_shard=2)
+    files, cache = str(tmp_path / "shards" / "*.tar"), str(tmp_path / "cache")
+    assert len(load_dataset("datacompdr", data_files=files, split="train", cache_dir=cache)) == 2  # with the import
+    # What a program that never imported dataset_scripts sees: datasets' own table without the name.
+    monkeypatch.delitem(datasets.packaged_modules._PACKAGED_DATASETS_MODULES, "datacompdr")
+    documented = _documented_errors()
+    seen = []
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    for cache_dir in (str(tmp_path / "empty-cache"), cache):
+        with pytest.raises(Exception) as err:
+            load_dataset("datacompdr", data_files=files, split="train", cache_dir=cache_dir)
+        seen.append(err.value)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    with FakeHub().install(cache_dir=tmp_path / "hub-cache"):
+        with pytest.raises(Exception) as err:
+            load_dataset("datacompdr", data_files=files, split="train", cache_dir=str(tmp_path / "empty-cache"))
+        seen.append(err.value)
+    assert len(documented) == len(seen) == 3
+    for error in seen:
+        assert any(type(error).__name__ == kind and re.match(pattern, str(error)) for kind, pattern in documented), (
+            f"{type(error).__name__}: {error} is not in docs/datacompdr.md's 'Without the import' table")
