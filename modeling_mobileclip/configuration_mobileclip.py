@@ -14,6 +14,9 @@ VISION_BACKBONES = ("fastvit", "vit")
 FASTVIT_TOKEN_MIXERS = ("repmixer", "attention")
 FASTVIT_NORMS = ("batchnorm", "layernorm")
 VIT_STEMS = ("conv", "patch")
+# Vision fields only the ViT trunk reads: a FastViT (MCi) config leaves them out of its config.json.
+VIT_ONLY_FIELDS = ("patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "stem",
+                   "stem_padding", "layer_norm_eps", "pre_norm", "no_embed_class")
 TEXT_BLOCK_TYPES = ("transformer", "repmixer")
 
 
@@ -266,6 +269,15 @@ class MobileCLIPVisionConfig(PreTrainedConfig):
         if self.backbone == "fastvit":
             return int(self.embed_dims[-1] * self.cls_ratio)
         return self.hidden_size
+
+    def to_dict(self) -> dict:
+        """Serialised fields; for a FastViT (MCi) tower without the ViT-only ones (`VIT_ONLY_FIELDS`), which it never
+        reads (they reload at their defaults)."""
+        output = super().to_dict()
+        if self.backbone == "fastvit":
+            for name in VIT_ONLY_FIELDS:
+                output.pop(name, None)
+        return output
 
     def validate_architecture(self):
         if self.backbone not in VISION_BACKBONES:

@@ -153,6 +153,21 @@ def test_config_round_trip(tmp_path):
     assert loaded.text_config.layer_block_types == ("repmixer",) + ("transformer",) * 4 + ("repmixer",)
 
 
+def test_mci_config_json_has_no_vit_fields(tmp_path):
+    """A FastViT (MCi) tower never reads the ViT settings, so its config.json leaves them out; a ViT keeps them."""
+    import json
+
+    from modeling_mobileclip.configuration_mobileclip import VIT_ONLY_FIELDS
+
+    for variant, backbone in (("mobileclip-s0", "fastvit"), ("mobileclip-b", "vit")):
+        MobileCLIPConfig.from_variant(variant).save_pretrained(tmp_path / variant)
+        vision = json.loads((tmp_path / variant / "config.json").read_text())["vision_config"]
+        assert vision["backbone"] == backbone
+        present = {name for name in VIT_ONLY_FIELDS if name in vision}
+        assert present == (set() if backbone == "fastvit" else set(VIT_ONLY_FIELDS)), (variant, present)
+    assert "embed_dims" in json.loads((tmp_path / "mobileclip-s0" / "config.json").read_text())["vision_config"]
+
+
 # ---------------------------------------------------------------- forward, save/load
 
 @pytest.mark.parametrize("family", list(TINY_FAMILIES))

@@ -270,5 +270,10 @@ class MobileCLIPConfigTest(unittest.TestCase):
         ConfigTester(self, config_class=MobileCLIPTextConfig, hidden_size=64).run_common_tests()
 
     def test_vision_config(self):
-        ConfigTester(self, config_class=MobileCLIPVisionConfig, has_text_modality=False,
+        # hidden_size is a ViT field (a FastViT config does not serialise it), so the ViT backbone carries it here.
+        ConfigTester(self, config_class=MobileCLIPVisionConfig, has_text_modality=False, backbone="vit",
                      hidden_size=36).run_common_tests()
+
+    def test_fastvit_vision_config(self):
+        ConfigTester(self, config_class=MobileCLIPVisionConfig, has_text_modality=False, cls_ratio=3.0,
+                     common_properties=["embed_dims", "num_features"]).run_common_tests()
