@@ -44,6 +44,7 @@ from .common import (
 
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md.j2")
 PIPELINE_TAG = "zero-shot-image-classification"
+HUB_LICENCES_URL = "https://huggingface.co/docs/hub/repositories-licenses"  # the Hub's licence ids and their texts
 MODEL_TAGS = ("mobileclip", "clip", "zero-shot-image-classification", "custom_code")
 HYPOTHESIS_TEMPLATE = "This is a photo of {}."  # the zero-shot pipeline's default, so widget outputs match it
 WIDGET_DIR = "widget"
@@ -235,7 +236,8 @@ def _licence_texts(licence: dict, apple_variant: str | None, modification: str, 
                                     "agreement's text (e.g. Apple's LICENSE_MODELS).")
         agreement = path.read_bytes()
     copy_note = (f"A copy of the agreement is in [`{LICENSE_FILE}`]({LICENSE_FILE})." if agreement is not None else
-                 f"Its text: {licence.get('license_link') or licence['license']}.")
+                 f"The licence's text is at {licence['license_link']}." if licence.get("license_link") else
+                 f"The licence's text is the standard text of `{licence['license']}` (see {HUB_LICENCES_URL}).")
     if licence.get("license_name") != APPLE_LICENSE_NAME:
         return f"The weights are licensed under {licence_line(licence)}. {copy_note}", None, agreement
     if agreement is None:
@@ -315,6 +317,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "dataset"
 
 
+def metric_task(metric: str) -> str:
+    """The model-index task of a metric name: zero-shot classification (`acc1`, `zeroshot_acc5`,
+    `zeroshot_mean_per_class_recall`, ...) or image-text retrieval (`image_to_text_r1`, `mean_recall@1`, ...)."""
+    name = metric.rsplit("/", 1)[-1]
+    if name.startswith("zeroshot") or "acc" in name or "per_class" in name:
+        return "zero-shot-image-classification"
+    return "zero-shot-image-text-retrieval"
+
+
 def _eval_results(eval_results) -> list[EvalResult]:
     """EvalResults from EvalResult objects, flat dicts, or result rows `{"dataset", "metrics", "key"?, "split"?}`
     (modeling_mobileclip.evaluation writes these; train_accelerate's `evaluate()` dict fits in "metrics", where a
@@ -329,8 +340,7 @@ def _eval_results(eval_results) -> list[EvalResult]:
                 if metric == "main_metric" or isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
                 name = metric.rsplit("/", 1)[-1]
-                task = "zero-shot-image-classification" if "acc" in name else "zero-shot-image-text-retrieval"
-                results.append(EvalResult(task_type=task, dataset_type=item.get("key") or _slug(item["dataset"]),
+                results.append(EvalResult(task_type=metric_task(name), dataset_type=item.get("key") or _slug(item["dataset"]),
                                           dataset_name=item["dataset"], metric_type=name, metric_value=float(value),
                                           dataset_split=item.get("split")))
         elif isinstance(item, Mapping) and {"dataset_type", "dataset_name", "metric_type", "metric_value"} <= set(item):

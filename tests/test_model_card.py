@@ -211,6 +211,33 @@ def test_licence_is_never_defaulted(tiny_model, tiny_processor, tokenizer):
     assert "Apple Inc." not in card.text and "Published results" not in card.text
 
 
+def test_licence_sentence_and_metric_tasks(tiny_model, tiny_processor):
+    """A Hub licence id names the licence whose text applies (not "Its text: apache-2.0."); a link is given as one;
+    mean per-class recall is a zero-shot classification metric, in both card kinds."""
+    from hub_cards.model_card import HUB_LICENCES_URL
+    from modeling_mobileclip.training.card import generic_card
+
+    metrics = {"zeroshot_acc1": 0.5, "zeroshot_mean_per_class_recall": 0.4, "image_to_text_r1": 0.25,
+               "mean_recall@1": 0.3}
+    card = own_card(tiny_model, tiny_processor, eval_results=[{"dataset": "held-out", "metrics": metrics}])
+    assert (f"The weights are licensed under `apache-2.0`. The licence's text is the standard text of `apache-2.0` "
+            f"(see {HUB_LICENCES_URL}).") in card.text
+    linked = generate_model_card(tiny_model, processor=tiny_processor, converted_from_apple=False,
+                                 license={"license": "other", "license_name": "my-licence",
+                                          "license_link": "https://example.com/LICENSE"})
+    assert ("licensed under [my-licence](https://example.com/LICENSE). The licence's text is at "
+            "https://example.com/LICENSE.") in linked.text
+    trained = {"name": "tiny-clip", "license": "apache-2.0", "datasets": None, "base_model": None,
+               "training": {"data": ["toy"], "command": "train", "teachers": [], "hyperparameters": {}},
+               "eval_results": [{"key": "eval", "dataset": "held-out", "metrics": metrics}]}
+    expected = {"zeroshot_acc1": "zero-shot-image-classification",
+                "zeroshot_mean_per_class_recall": "zero-shot-image-classification",
+                "image_to_text_r1": "zero-shot-image-text-retrieval", "mean_recall@1": "zero-shot-image-text-retrieval"}
+    for made in (card, generic_card(trained, "transformers", "...")):
+        parsed = ModelCardData(**front_matter(str(made))).eval_results
+        assert {r.metric_type: r.task_type for r in parsed} == expected
+
+
 def test_apple_weights_without_the_agreement_text_warn(tiny_model, tokenizer, tmp_path):
     processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
     with pytest.warns(UserWarning, match="AMLR licence, which asks every redistribution to include a copy"):

@@ -12,8 +12,9 @@ def generic_card(card: dict, library: str, load_snippet: str):
     """A Hub model card for the families `hub_cards` does not cover: metadata, how to load, training, results."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    results = [EvalResult(task_type="zero-shot-image-classification" if metric.startswith("zeroshot")
-                          else "image-text-retrieval", dataset_type=row["key"], dataset_name=row["dataset"],
+    from hub_cards.model_card import metric_task
+
+    results = [EvalResult(task_type=metric_task(metric), dataset_type=row["key"], dataset_name=row["dataset"],
                           metric_type=metric, metric_value=float(value))
                for row in card["eval_results"] for metric, value in row["metrics"].items()]
     name = card["name"]
