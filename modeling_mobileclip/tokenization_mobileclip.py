@@ -42,6 +42,17 @@ def default_bpe_path() -> Path:
     return Path(spec.origin).parent / _BPE_FILE
 
 
+def clip_bpe_vocab(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of OpenAI's CLIP BPE from its gzip'd merges file (default: the copy open_clip ships)."""
+    path = Path(bpe_path) if bpe_path is not None else default_bpe_path()
+    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")[1: _NUM_MERGES + 1]
+    merges = [tuple(line.split()) for line in lines]
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [t + "</w>" for t in alphabet] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
 def clean_caption(text: str) -> str:
     """open_clip's cleaning: fix text encoding, unescape HTML twice, collapse whitespace, lower-case."""
     if ftfy is not None:
@@ -73,14 +84,9 @@ class MobileCLIPTokenizer(CLIPTokenizer):
     @classmethod
     def from_bpe_file(cls, bpe_path: str | Path | None = None, **kwargs) -> "MobileCLIPTokenizer":
         """Build the tokenizer offline from the gzip'd BPE merges file (default: the copy open_clip ships)."""
-        path = Path(bpe_path) if bpe_path is not None else default_bpe_path()
-        lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")[1: _NUM_MERGES + 1]
-        merges = [tuple(line.split()) for line in lines]
-        alphabet = _byte_alphabet()
-        tokens = alphabet + [t + "</w>" for t in alphabet] + ["".join(m) for m in merges]
-        tokens += ["<|startoftext|>", "<|endoftext|>"]
+        vocab, merges = clip_bpe_vocab(bpe_path)
         kwargs.setdefault("model_max_length", CONTEXT_LENGTH)
-        return cls(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, **kwargs)
+        return cls(vocab=vocab, merges=merges, **kwargs)
 
     @staticmethod
     def _clean(text):
@@ -91,4 +97,4 @@ class MobileCLIPTokenizer(CLIPTokenizer):
         return text
 
 
-__all__ = ["CONTEXT_LENGTH", "PAD_TOKEN_ID", "MobileCLIPTokenizer", "clean_caption"]
+__all__ = ["CONTEXT_LENGTH", "PAD_TOKEN_ID", "MobileCLIPTokenizer", "clean_caption", "clip_bpe_vocab"]

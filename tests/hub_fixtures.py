@@ -1,9 +1,11 @@
 """Fixtures and helpers shared by the Hub tests (test_model_card.py, test_dataset_card.py, test_hub_push.py,
 test_fake_hub.py): a tiny model with its processor and a card for it, one torch thread and a private temporary folder
-for every test, front-matter parsing. Fixtures a test requests by name are registered with `name=` (as fake_hub.py's
+for every test, front-matter parsing, and `run_without_this_project` (what a Hub user without this package runs). Fixtures a test requests by name are registered with `name=` (as fake_hub.py's
 `fake_hub_fixture`); a test module imports the ones it uses, and the autouse ones."""
 
 import re
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -57,3 +59,27 @@ def own_card(model, processor, repo_id="org/tiny", **kwargs):
     """A card for weights that are not Apple's (so no AMLR terms)."""
     return generate_model_card(model, processor=processor, repo_id=repo_id, converted_from_apple=False,
                                license="apache-2.0", **kwargs)
+
+
+# Prepended to the code `run_without_this_project` runs: this project's packages cannot be imported (whether installed
+# editable, on PYTHONPATH or in the cwd), so what loads there loads from the folder's files alone.
+_BLOCK_PROJECT = """
+import importlib.abc, sys
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {names!r}:
+            raise ImportError(f"{{name}} is this project's package: not importable here")
+sys.meta_path.insert(0, _Blocked())
+"""
+PROJECT_PACKAGES = ("modeling_mobileclip", "dataset_scripts", "hub_cards", "train_accelerate", "benchmarks")
+
+
+def run_without_this_project(code: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh `python -I` (no PYTHONPATH, no user site) in `cwd`, with this project's packages
+    unimportable; `sys.path[0]` is `cwd`. Fails the test with the child's output if it exits non-zero."""
+    prelude = _BLOCK_PROJECT.format(names=PROJECT_PACKAGES) + f"sys.path.insert(0, {str(cwd)!r})\n"
+    done = subprocess.run([sys.executable, "-I", "-c", prelude + code], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                                                "HOME": str(cwd), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done

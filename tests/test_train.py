@@ -237,6 +237,21 @@ def test_other_students_train_and_reload_in_their_library(cache_dir, tmp_path, m
     ids = processor(text=["a red circle"], padding="max_length", max_length=77, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.isfinite(reloaded(input_ids=ids, pixel_values=pixels).logits_per_image).all()
+    # transformers' own tokenizer class, so a Hub user needs neither this package nor trust_remote_code
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "CLIPTokenizer" and "auto_map" not in tokenizer_config
+    assert not list(out.glob("*.py"))
+    if model == "tiny-clip":
+        from hub_fixtures import run_without_this_project
+
+        done = run_without_this_project(
+            "from transformers import AutoProcessor\n"
+            f"p = AutoProcessor.from_pretrained({str(out)!r})\n"
+            "print(type(p).__name__, type(p.tokenizer).__name__, p.tokenizer.pad_token_id)\n"
+            "print(p(text=['a red circle'], padding='max_length', max_length=77)['input_ids'][0])", tmp_path)
+        names, child_ids = done.stdout.strip().splitlines()[-2:]
+        assert names == "CLIPProcessor CLIPTokenizer 49407"  # pads with <|endoftext|>: CLIP pools at the first one
+        assert json.loads(child_ids) == ids[0].tolist()
 
 
 # ------------------------------------------------------------------------------------------------ multi-process

@@ -176,26 +176,31 @@ class CLIPStudent(Student):
             CLIPImageProcessor,
             CLIPModel,
             CLIPProcessor,
+            CLIPTokenizer,
             SiglipConfig,
             SiglipImageProcessor,
             SiglipModel,
             SiglipProcessor,
         )
 
-        from modeling_mobileclip import MobileCLIPTokenizer
+        from modeling_mobileclip.tokenization_mobileclip import CONTEXT_LENGTH, clip_bpe_vocab
 
         if self.name not in ("tiny-clip", "tiny-siglip"):
             return super().build()
         size = TINY_VISION["image_size"]
+        # transformers' own CLIPTokenizer (pads with <|endoftext|>; CLIP pools at the first one), so the saved
+        # processor loads without this package and without trust_remote_code.
+        vocab, merges = clip_bpe_vocab()
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CONTEXT_LENGTH)
         if self.name == "tiny-clip":
             model = CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=32))
             image_processor = CLIPImageProcessor(size={"shortest_edge": size},
                                                  crop_size={"height": size, "width": size})
-            return model, CLIPProcessor(image_processor, MobileCLIPTokenizer.from_bpe_file())
+            return model, CLIPProcessor(image_processor, tokenizer)
         text = {k: v for k, v in TINY_TEXT.items() if k not in ("bos_token_id", "eos_token_id")}
         model = SiglipModel(SiglipConfig(text_config=dict(text, projection_size=32), vision_config=TINY_VISION))
         image_processor = SiglipImageProcessor(size={"height": size, "width": size})
-        return model, SiglipProcessor(image_processor, MobileCLIPTokenizer.from_bpe_file())
+        return model, SiglipProcessor(image_processor, tokenizer)
 
 
 class OpenCLIPStudent(Student):
