@@ -41,6 +41,7 @@ from .common import (
     normalise_licence,
     teacher_rows,
 )
+from .endpoint import endpoint_files
 
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md.j2")
 PIPELINE_TAG = "zero-shot-image-classification"
@@ -517,6 +518,7 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
                                 labels=", ".join(example.candidate_labels), top_label=output[0]["label"],
                                 top_score=f"{output[0]['score']:.4f}"))
     assets = {example.src: example.png_bytes() for example in examples}
+    assets.update(endpoint_files(model.config.model_type))  # handler.py + requirements.txt for Inference Endpoints
 
     if datasets is None and converted_from_apple:
         datasets = APPLE_TRAINING_DATASETS[_family(variant)]

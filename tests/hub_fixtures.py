@@ -3,10 +3,12 @@ test_fake_hub.py): a tiny model with its processor and a card for it, one torch 
 for every test, front-matter parsing, and `run_without_this_project` (what a Hub user without this package runs). Fixtures a test requests by name are registered with `name=` (as fake_hub.py's
 `fake_hub_fixture`); a test module imports the ones it uses, and the autouse ones."""
 
+import json
 import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +81,44 @@ def run_without_this_project(code: str, cwd, timeout: float = 300) -> subprocess
     unimportable; `sys.path[0]` is `cwd`. Fails the test with the child's output if it exits non-zero."""
     prelude = _BLOCK_PROJECT.format(names=PROJECT_PACKAGES) + f"sys.path.insert(0, {str(cwd)!r})\n"
     done = subprocess.run([sys.executable, "-I", "-c", prelude + code], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                          check=False, timeout=timeout, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
                                                 "HOME": str(cwd), "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
+
+
+# What huggingface-inference-toolkit does with a repo folder that has a handler.py (its `utils.
+# check_and_register_custom_pipeline_from_directory`, then the web service per request): import the file as module
+# "handler" with the folder first on sys.path, build `EndpointHandler(<folder>)`, and call it with the JSON-decoded
+# body, or with {"inputs": <RGB PIL image>} for an image body. The toolkit is not installable here; this mirrors it.
+TOOLKIT_CALLS = """
+import base64, importlib.util, io, json, pathlib
+from PIL import Image
+folder = pathlib.Path(FOLDER)
+spec = importlib.util.spec_from_file_location("handler", folder / "handler.py")
+sys.path.insert(0, str(folder))
+module = importlib.util.module_from_spec(spec)
+sys.modules["handler"] = module
+spec.loader.exec_module(module)
+handler = module.EndpointHandler(str(folder))
+requests = json.loads(REQUESTS)
+replies = []
+for request in requests:
+    if request["kind"] == "image-body":
+        body = {"inputs": Image.open(io.BytesIO((folder / request["src"]).read_bytes())).convert("RGB")}
+    else:
+        payload = request["payload"]
+        if "src" in request:
+            payload["inputs"] = base64.b64encode((folder / request["src"]).read_bytes()).decode()
+        body = json.loads(json.dumps(payload))  # what the toolkit's JSON deserializer hands over
+    replies.append(handler(body))
+print("REPLIES " + json.dumps(replies))
+"""
+
+
+def endpoint_replies(folder, requests: list[dict], before: str = "") -> tuple[list, str]:
+    """Serve `requests` with `folder`'s handler.py as the toolkit would, in a process that cannot import this
+    project (only the repo folder's own files); `before` runs first there. Returns (replies, the child's stdout)."""
+    setup = f"FOLDER = {str(folder)!r}\nREQUESTS = {json.dumps(json.dumps(requests))}\n"
+    done = run_without_this_project(setup + before + TOOLKIT_CALLS, Path(folder).parent)
+    return json.loads(done.stdout.rsplit("REPLIES ", 1)[1]), done.stdout

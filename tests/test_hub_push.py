@@ -440,3 +440,45 @@ def test_end_to_end_convert_push_then_load_as_remote_code(fake_hub, tokenizer, t
     printed = ast.literal_eval(pipeline_snippet.strip())
     assert [r["label"] for r in printed] == [o["label"] for o in first["output"]]
     assert [r["score"] for r in printed] == pytest.approx([o["score"] for o in first["output"]], abs=1e-4)
+
+
+def test_pushed_repo_ships_an_endpoint_handler_that_serves_the_widget(fake_hub, tiny_model, tiny_processor,
+                                                                      tmp_path):
+    """handler.py + requirements.txt are in the pushed repo; from the repo's files alone (remote code) the handler
+    answers the widget's zero-shot requests with the card's widget outputs, and embeds images and texts."""
+    import tomllib
+
+    from hub_cards.endpoint import TIMM_REQUIREMENT, TRANSFORMERS_REQUIREMENT
+    from hub_fixtures import endpoint_replies
+
+    card = own_card(tiny_model, tiny_processor, repo_id="org/served")
+    push_model_to_hub(tiny_model, tiny_processor, "org/served", card, commit_message="Add weights")
+    files = fake_hub.files("org/served")
+    assert files["requirements.txt"].decode().split() == [TRANSFORMERS_REQUIREMENT, TIMM_REQUIREMENT]
+    pins = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert {TRANSFORMERS_REQUIREMENT, TIMM_REQUIREMENT} <= set(pins["dependencies"])
+    repo = tmp_path / "endpoint" / "repo"
+    for name, data in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(data)
+    widget = front_matter(files["README.md"].decode())["widget"]
+    src = widget[0]["src"].split("/resolve/main/", 1)[-1]
+    labels = widget[0]["candidate_labels"]
+    requests = [{"kind": "json", "src": src, "payload": {"parameters": {"candidate_labels": labels}}},
+                {"kind": "json", "src": src, "payload": {"parameters": {
+                    "candidate_labels": [x.strip() for x in labels.split(",")]}}},
+                {"kind": "image-body", "src": src},
+                {"kind": "json", "payload": {"inputs": {"text": ["a dog", "a cat"]}}},
+                {"kind": "json", "payload": {"inputs": "a dog", "parameters": {"task": "text-embedding"}}}]
+    comma, listed, image_embedding, texts, text = endpoint_replies(repo, requests)[0]
+    assert comma == listed
+    assert [r["label"] for r in comma] == [r["label"] for r in widget[0]["output"]]
+    assert [r["score"] for r in comma] == pytest.approx([r["score"] for r in widget[0]["output"]], abs=1e-4)
+    image = Image.open(repo / src).convert("RGB")
+    with torch.no_grad():
+        expected_image = tiny_model.get_image_features(**tiny_processor(images=[image], return_tensors="pt"))
+        expected_text = tiny_model.get_text_features(**tiny_processor(text=["a dog", "a cat"], return_tensors="pt"))
+    normalise = torch.nn.functional.normalize
+    assert np.allclose(image_embedding["embeddings"], normalise(expected_image.pooler_output, dim=-1), atol=1e-5)
+    assert np.allclose(texts["embeddings"], normalise(expected_text.pooler_output, dim=-1), atol=1e-5)
+    assert np.allclose(text["embeddings"], texts["embeddings"][:1], atol=1e-6)

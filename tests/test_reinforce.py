@@ -408,9 +408,11 @@ def test_captioner_none_output_loads_streaming_and_map_style(models, tmp_path):
     out = str(tmp_path / "out")
     reinforce(data, out, **_common(models, teachers=[models["open_clip_small"]], teacher_logit_scales=None,
                                    captioner=None))
-    config = json.load(open(os.path.join(out, "config.json")))
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
     assert config["captioner"] is None and config["num_captions"] == 0
-    assert "- Captioner: none" in open(os.path.join(out, "README.md")).read()
+    with open(os.path.join(out, "README.md")) as f:
+        assert "- Captioner: none" in f.read()
     shards = sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".tar"))
     expected = ["uida0", "uida1", "uida2", "uida3", "uida4", "uida8", "uida9"]
     dataset_scripts.reset_datacompdr_stats()

@@ -240,18 +240,23 @@ def test_other_students_train_and_reload_in_their_library(cache_dir, tmp_path, m
     # transformers' own tokenizer class, so a Hub user needs neither this package nor trust_remote_code
     tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
     assert tokenizer_config["tokenizer_class"] == "CLIPTokenizer" and "auto_map" not in tokenizer_config
-    assert not list(out.glob("*.py"))
-    if model == "tiny-clip":
-        from hub_fixtures import run_without_this_project
+    assert [p.name for p in out.glob("*.py")] == ["handler.py"]  # the Inference Endpoints handler, no remote code
+    assert (out / "requirements.txt").read_text().split() == ["transformers>=5.23,<6"]
+    if model == "tiny-clip":  # loaded where this project cannot be imported: the processor, then the endpoint
+        from hub_fixtures import endpoint_replies
 
-        done = run_without_this_project(
+        PIL.Image.new("RGB", (40, 30), (200, 30, 30)).save(out / "red.png")
+        (reply,), stdout = endpoint_replies(out, [{"kind": "json", "src": "red.png", "payload": {
+            "parameters": {"candidate_labels": "a red circle, a blue square"}}}], before=(
             "from transformers import AutoProcessor\n"
             f"p = AutoProcessor.from_pretrained({str(out)!r})\n"
-            "print(type(p).__name__, type(p.tokenizer).__name__, p.tokenizer.pad_token_id)\n"
-            "print(p(text=['a red circle'], padding='max_length', max_length=77)['input_ids'][0])", tmp_path)
-        names, child_ids = done.stdout.strip().splitlines()[-2:]
-        assert names == "CLIPProcessor CLIPTokenizer 49407"  # pads with <|endoftext|>: CLIP pools at the first one
-        assert json.loads(child_ids) == ids[0].tolist()
+            "print('NAMES', type(p).__name__, type(p.tokenizer).__name__, p.tokenizer.pad_token_id)\n"
+            "print('IDS', p(text=['a red circle'], padding='max_length', max_length=77)['input_ids'][0])\n"))
+        lines = dict(line.split(" ", 1) for line in stdout.splitlines() if line.startswith(("NAMES", "IDS")))
+        assert lines["NAMES"] == "CLIPProcessor CLIPTokenizer 49407"  # pads with <|endoftext|>: CLIP pools at it
+        assert json.loads(lines["IDS"]) == ids[0].tolist()
+        assert sorted(r["label"] for r in reply) == ["a blue square", "a red circle"]
+        assert sum(r["score"] for r in reply) == pytest.approx(1.0) and reply[0]["score"] >= reply[1]["score"]
 
 
 # ------------------------------------------------------------------------------------------------ multi-process

@@ -73,7 +73,7 @@ class DataCompDRMetadata:
     augmentation: Optional[dict]
     seed: Optional[int] = None
     source: str = "builder config"
-    num_captions: Optional[int] = None  # synthetic captions per sample; 0: none (then empty syn_text is valid)
+    num_captions: int | None = None  # synthetic captions per sample; 0: none (then empty syn_text is valid)
 
     @property
     def embedding_dims(self) -> list[int]:

@@ -96,8 +96,11 @@ class Student:
 
     def save(self, model, state_dict, out: Path, card: dict | None) -> None:
         """`save_pretrained` model + processor, and README.md (`card` None: no licence known, no card)."""
+        from hub_cards.endpoint import write_endpoint_files
+
         model.save_pretrained(out, state_dict=state_dict)
         self.processor.save_pretrained(out)
+        write_endpoint_files(out, model.config.model_type)  # handler.py for Inference Endpoints
         if card is not None:
             self.model_card(self.name, model, self.processor, card).save(out / "README.md")
 
