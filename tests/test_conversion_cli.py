@@ -50,7 +50,7 @@ def test_cli_command_writes_a_complete_hub_folder(s0_random_file, tmp_path):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
             "configuration_mobileclip.py", "modeling_mobileclip.py", "processing_mobileclip.py",
-            "README.md", "LICENSE"} <= names
+            "README.md", "LICENSE", "handler.py", "requirements.txt"} <= names  # handler: Inference Endpoints
     assert (out / "LICENSE").read_bytes() == licence.read_bytes()
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForZeroShotImageClassification"] == "modeling_mobileclip.MobileCLIPModel"
