@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-import dataset_scripts  # noqa: F401  (registers "datacompdr")
+import dataset_scripts  # registers "datacompdr"
 from dataset_scripts import augment_replay
 from dataset_scripts.captioners import SeededNucleusSampler, load_captioner, postprocess_caption
 from dataset_scripts.reinforce import derive_seed, prepare_image, reinforce
