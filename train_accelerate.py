@@ -73,7 +73,8 @@ def setup(args) -> Run:
         shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)  # automatic naming restarts at 0
     accelerator.wait_for_everyone()
     set_seed(args.seed)  # also fixes the weight initialisation
-    student = student_class(args.model)(args.model, args.from_scratch)
+    trust = args.trust_remote_code  # never asked on stdin: a prompt would hang under accelerate launch
+    student = student_class(args.model, trust)(args.model, args.from_scratch, trust)
     if args.gradient_checkpointing:
         student.enable_gradient_checkpointing(student.model)
     optimizer = build_optimizer(student.model, args.model, lr=args.lr, betas=args.betas, eps=args.eps,
