@@ -30,7 +30,8 @@ SKIP_REASONS = (
     "uid_mismatch",  # json uid differs from the uid-shaped __key__
     "missing_caption",  # captions= given, uid not found
     "missing_image",  # image_dir= given, uid not found
-    "duplicate_uid",  # the uid occurs more than once in captions= or image_dir= with different content
+    "duplicate_uid",  # the uid repeats with different content in captions=, image_dir= or the shards; or a later
+    # identical copy of a sample in the shards (the first is kept)
     "unreadable_image",  # image bytes cannot be decoded
     "sha256_mismatch",  # check_sha256=True and the image bytes differ from the recorded hash
     "image_size_mismatch",  # the joined image is not a proportional resize of the recorded original
