@@ -3,6 +3,7 @@ resume that runs no code from the checkpoint folder."""
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,20 @@ def train_code(cache, out, *extra, before=""):
     return textwrap.dedent(before) + f"\nimport train_accelerate\ntrain_accelerate.main({flags!r})\n"
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One toy set (its teachers trained, its shards reinforced) for every run of this module: built by the first."""
+    return tmp_path_factory.mktemp("toy_cache")
+
+
+@pytest.fixture(scope="module")
+def two_steps(cache, tmp_path_factory):
+    """A run of 2 steps with its checkpoint; each crafted-checkpoint case tampers with a copy of it."""
+    out = tmp_path_factory.mktemp("two_steps") / "run"
+    run(train_code(cache, out, "--max-steps", "2", "--checkpoint-every", "2"))
+    return out
+
+
 def run(code, expect_rc=0):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
                             timeout=300)
@@ -32,7 +47,7 @@ def run(code, expect_rc=0):
     return result
 
 
-def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
+def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(cache, tmp_path):
     """--checkpoints-total-limit 1: the second save is killed (SIGKILL) after accelerate wrote the model but before
     the marker; the first checkpoint must survive and --resume must find it."""
     out = tmp_path / "run"
@@ -48,7 +63,7 @@ def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
             return path
         accelerate.Accelerator.save_state = save_state
     """
-    run(train_code(tmp_path / "cache", out, "--max-steps", "6", "--checkpoint-every", "2",
+    run(train_code(cache, out, "--max-steps", "6", "--checkpoint-every", "2",
                    "--checkpoints-total-limit", "1", before=kill_in_second_save), expect_rc=-9)
     folders = checkpoint_folders(out)
     assert [(folder / COMPLETE_MARKER).is_file() for _, folder in folders] == [True, False]
@@ -56,7 +71,7 @@ def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
     assert (path / COMPLETE_MARKER).read_text() == '{"step": 2}'
 
 
-    run(train_code(tmp_path / "cache", out, "--max-steps", "6", "--checkpoint-every", "2",
+    run(train_code(cache, out, "--max-steps", "6", "--checkpoint-every", "2",
                    "--checkpoints-total-limit", "1", "--resume", str(out)))
     assert [(folder / COMPLETE_MARKER).is_file() for _, folder in checkpoint_folders(out)] == [True]
     assert (out / "model.safetensors").is_file()
@@ -80,12 +95,12 @@ class _Payload:
     ("random_states_0.pkl", None),
     ("optimizer.bin", "Weights only load failed"),
 ])
-def test_resume_runs_no_code_from_a_crafted_checkpoint(tmp_path, member, refusal):
+def test_resume_runs_no_code_from_a_crafted_checkpoint(cache, two_steps, tmp_path, member, refusal):
     out, marker = tmp_path / "run", tmp_path / "pwned"
-    run(train_code(tmp_path / "cache", out, "--max-steps", "2", "--checkpoint-every", "2"))
+    shutil.copytree(two_steps, out)
     path, _ = latest_checkpoint(out)
     (path / member).write_bytes(pickle.dumps(_Payload(str(marker))))
-    result = subprocess.run([sys.executable, "-c", train_code(tmp_path / "cache", out, "--max-steps", "4",
+    result = subprocess.run([sys.executable, "-c", train_code(cache, out, "--max-steps", "4",
                                                               "--checkpoint-every", "2", "--resume", str(out))],
                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert not marker.exists(), f"{member}: unpickling ran code"

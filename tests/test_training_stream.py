@@ -239,6 +239,7 @@ def test_uneven_shards_over_two_processes_end_the_epoch_together_and_count_the_r
                             str(free_port())),
                   *train_args(cache_dir, out, "--epochs", "1", "--max-steps", "1000", "--checkpoint-every", "1000",
                               *data)], timeout=600)
+    assert "Grad strides do not match bucket view strides" not in result.stderr  # issue 18.10 (training/grad_layout.py)
     steps = uid_log(out)
     seen = collections.Counter(u for row in steps for u in row["uids"])
     assert max(seen.values()) == 1 and len(steps) == 23 and len(seen) == 23 * 8

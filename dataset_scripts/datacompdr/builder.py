@@ -162,9 +162,10 @@ class DataCompDR(datasets.GeneratorBasedBuilder):
                 yielded += 1
                 yield Key(shard_idx, example_idx), example
             skipped = sum(shard_counts.values())
-            logger.log(logging.WARNING if skipped else logging.INFO,
-                       "datacompdr: shard %s: yielded %d, skipped %d%s", tar_path, yielded, skipped,
-                       f" {dict(shard_counts)}" if skipped else "")
+            # INFO: the skips themselves are summarised at WARNING by skips.record_skip (a few examples, running
+            # counts), not once per shard.
+            logger.info("datacompdr: shard %s: yielded %d, skipped %d%s", tar_path, yielded, skipped,
+                        f" {dict(shard_counts)}" if skipped else "")
 
 
 def _check_repeats(uids: ShardUidIndex, uid: str, raw, tar_path: str, assembler: SampleAssembler) -> None:
