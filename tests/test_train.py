@@ -159,6 +159,7 @@ def test_main_job_end_to_end(cache_dir, tmp_path):
             "train/samples_per_s"} <= set(train[0])
     assert {"eval/zeroshot_acc1", "eval/image_retrieval_recall@1", "eval/text_retrieval_recall@1"} <= set(evals[0])
     assert "samples_s=" in result.stderr  # the progress bar shows the throughput
+    assert "had defaults used instead" not in result.stderr  # issue 18.10: the README's flags (see command())
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
     assert list((out / "logs").rglob("events.out.tfevents*")), "tensorboard logs missing"
     model, processor = MobileCLIPModel.from_pretrained(out), MobileCLIPProcessor.from_pretrained(out)
