@@ -31,7 +31,8 @@ def train_flags(cache, out, *extra):
 
 def train_code(cache, out, *extra, before=""):
     """A Python program that (after `before`) runs train_accelerate.main on the toy set, in a fresh process."""
-    return textwrap.dedent(before) + f"\nimport train_accelerate\ntrain_accelerate.main({train_flags(cache, out, *extra)!r})\n"
+    flags = train_flags(cache, out, *extra)
+    return textwrap.dedent(before) + f"\nimport train_accelerate\ntrain_accelerate.main({flags!r})\n"
 
 
 @pytest.fixture(scope="module")
