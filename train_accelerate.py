@@ -37,6 +37,7 @@ from modeling_mobileclip.training.checkpoints import (
     save_checkpoint,
 )
 from modeling_mobileclip.training.data_report import log_uids, report_data, truncate_uid_log
+from modeling_mobileclip.training.grad_layout import match_gradient_layouts
 from modeling_mobileclip.training.heldout import evaluate
 from modeling_mobileclip.training.hub_upload import HubUploader, check_hub_push
 from modeling_mobileclip.training.losses import mobileclip_loss, total_loss
@@ -73,9 +74,12 @@ def setup(args) -> Run:
         shutil.rmtree(Path(args.output_dir) / "checkpoints", ignore_errors=True)  # automatic naming restarts at 0
     accelerator.wait_for_everyone()
     set_seed(args.seed)  # also fixes the weight initialisation
-    student = student_class(args.model)(args.model, args.from_scratch)
+    trust = args.trust_remote_code  # never asked on stdin: a prompt would hang under accelerate launch
+    student = student_class(args.model, trust)(args.model, args.from_scratch, trust)
     if args.gradient_checkpointing:
         student.enable_gradient_checkpointing(student.model)
+    if accelerator.num_processes > 1:  # DDP: gradients in their parameters' strides (training/grad_layout.py)
+        match_gradient_layouts(student.model)
     optimizer = build_optimizer(student.model, args.model, lr=args.lr, betas=args.betas, eps=args.eps,
                                 weight_decay=args.weight_decay)
     data = build_train_data(args, accelerator, student)

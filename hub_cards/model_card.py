@@ -42,6 +42,7 @@ from .common import (
     teacher_rows,
 )
 from .endpoint import endpoint_files
+from .remote_code import explain_remote_code_refusal
 
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md.j2")
 PIPELINE_TAG = "zero-shot-image-classification"
@@ -261,7 +262,7 @@ def _licence_texts(licence: dict, apple_variant: str | None, modification: str, 
 # Inputs
 
 
-def _load_model_and_processor(model_dir_or_model, processor, variant):
+def _load_model_and_processor(model_dir_or_model, processor, variant, trust_remote_code: bool):
     if isinstance(model_dir_or_model, (str, os.PathLike)):
         path = Path(model_dir_or_model)
         if not (path / "config.json").is_file():
@@ -271,8 +272,11 @@ def _load_model_and_processor(model_dir_or_model, processor, variant):
 
         import modeling_mobileclip  # noqa: F401  (registers the Auto classes)
 
-        model = AutoModel.from_pretrained(path)
-        return model, processor if processor is not None else AutoProcessor.from_pretrained(path), path
+        with explain_remote_code_refusal(str(path), "model_dir_or_model", "trust_remote_code=True"):
+            model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+            if processor is None:
+                processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return model, processor, path
     if not isinstance(model_dir_or_model, torch.nn.Module) or not hasattr(model_dir_or_model, "config"):
         raise TypeError(f"model_dir_or_model is a {type(model_dir_or_model).__name__}; pass a MobileCLIPModel or "
                         "the folder it was saved to.")
@@ -460,7 +464,7 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
                         widget_images: Sequence[Mapping | WidgetExample] | None = None,
                         converted_from_apple: bool = True, license: str | Mapping | None = None,
                         license_file: str | os.PathLike | None = None,
-                        modification: str | None = None) -> MobileCLIPModelCard:
+                        modification: str | None = None, trust_remote_code: bool = False) -> MobileCLIPModelCard:
     """Model card (`README.md`) for a MobileCLIP checkpoint.
 
     Args:
@@ -488,11 +492,14 @@ def generate_model_card(model_dir_or_model, variant: str | None = None, *, repo_
             include a copy; without it the card links the text and a UserWarning says so).
         modification: How these weights differ from Apple's (the derivative notice the AMLR asks for); a default
             describing the conversion or fine-tune is used.
+        trust_remote_code: Run the Python files a saved folder's `auto_map` names (as transformers' flag does; never
+            asked interactively). MobileCLIP folders load without it: the installed classes are used.
     """
     if variant is None:  # a saved folder's variant is known once it is loaded
         variant = getattr(getattr(model_dir_or_model, "config", None), "variant", None)
     variant = resolve_variant(variant) if variant is not None else None
-    model, processor, model_dir = _load_model_and_processor(model_dir_or_model, processor, variant)
+    model, processor, model_dir = _load_model_and_processor(model_dir_or_model, processor, variant,
+                                                               trust_remote_code)
     if variant is None and getattr(model.config, "variant", None) is not None:
         variant = resolve_variant(model.config.variant)
     if variant is not None and variant not in PRETRAINED_TAGS:

@@ -20,17 +20,26 @@ TRUST_REMOTE_CODE_HELP = (
 )
 
 
+class RemoteCodeRefusedError(ValueError):
+    """A model folder or repo ships code of its own and the caller did not pass trust_remote_code."""
+
+
 @contextmanager
-def explain_remote_code_refusal(model_id: str) -> Iterator[None]:
-    """Re-raise transformers' refusal to run `model_id`'s own code as a ValueError that names the flag."""
+def explain_remote_code_refusal(model_id: str, argument: str = "--model",
+                                trust: str = "--trust-remote-code") -> Iterator[None]:
+    """Re-raise transformers' refusal to run `model_id`'s own code as a `RemoteCodeRefusedError` that names the flag
+    (`argument` / `trust`: how the caller names the model and the opt-in, e.g. `trust_remote_code=True` in Python).
+
+    Callers always pass `trust_remote_code` explicitly (False by default): with None, transformers *asks* on stdin,
+    which hangs under `accelerate launch` and answers from whatever a pipe feeds it."""
     try:
         yield
     except ValueError as error:
         # transformers raises a plain ValueError; only its text tells this refusal from other bad input.
-        if "trust_remote_code=True" not in str(error):
+        if "trust_remote_code=True" not in str(error) or isinstance(error, RemoteCodeRefusedError):
             raise
-        raise ValueError(
-            f"--model {model_id!r} ships Python code of its own (auto_map in its config files) that loading it would "
-            "run; nothing of it was run. Read that code and pass --trust-remote-code to run it, or pass a model "
-            "whose classes are installed (MobileCLIP models load without the flag)."
+        raise RemoteCodeRefusedError(
+            f"{argument} {model_id!r} ships Python code of its own (auto_map in its config files) that loading it "
+            f"would run; nothing of it was run. Read that code and pass {trust} to run it, or pass a model "
+            "whose classes are installed (MobileCLIP models load without it)."
         ) from error

@@ -96,3 +96,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def train_in_process(argv: list[str]):
+    """`train_accelerate.main(argv)` in this process, with accelerate's process-wide state reset before and after,
+    so each run gets its own config: a run without the seconds of a fresh interpreter and its imports."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    import train_accelerate
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    try:
+        return train_accelerate.main(argv)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()

@@ -136,7 +136,7 @@ def test_caption_join_from_metadata_tars_and_image_tar_glob(tmp_path):
     # both loads share one memory-mapped index per join (the same files, found through a glob and a folder)
     indexes = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "datacompdr-join-index").iterdir()
                      if p.suffix == ".arrow")
-    assert indexes == ["captions", "image_dir"]
+    assert indexes == ["captions", "data_files", "image_dir"]  # data_files: the shards' own uids
 
     reset_datacompdr_stats()
     checked = load_dataset("datacompdr", data_files=str(tmp_path / "dr.tar"), split="train", streaming=True,
@@ -144,6 +144,35 @@ def test_caption_join_from_metadata_tars_and_image_tar_glob(tmp_path):
                            cache_dir=str(tmp_path / "cache"))
     assert keys_of(checked) == [uids[1]]
     assert datacompdr_stats()["skipped"] == {"sha256_mismatch": 2}
+
+
+def test_uids_repeated_across_the_shards_are_yielded_once_in_both_modes(tmp_path, caplog):
+    """Issue 15.3a, no joins: a uid in two shards with different bytes is skipped everywhere as duplicate_uid; a
+    byte-identical copy keeps the first (sorted shard paths), once for all ranks and workers (a global index)."""
+    rng = random.Random(7)
+    uids = [uid_of(0, k) for k in range(4)]
+    first = {u: make_sample(u, rng)[0] for u in uids[:3]}
+    write_tar(tmp_path / "00000.tar", [(u, first[u]) for u in uids[:3]])
+    write_tar(tmp_path / "00001.tar", [(uids[1], make_sample(uids[1], rng)[0]),  # other crops: different bytes
+                                       (uids[2], first[uids[2]]), (uids[3], make_sample(uids[3], rng)[0])])
+    files = {"data_files": str(tmp_path / "{00000..00001}.tar"), "teachers": TEACHERS, "cache_dir": str(tmp_path / "c")}
+    with caplog.at_level("WARNING", logger="dataset_scripts.datacompdr"):
+        streamed = [e["uid"] for e in load_dataset("datacompdr", split="train", streaming=True, **files)]
+    assert streamed == [uids[0], uids[2], uids[3]]
+    assert datacompdr_stats()["skipped"] == {"duplicate_uid": 3}
+    warnings = [r.getMessage() for r in caplog.records if "different content" in r.getMessage()]
+    assert len(warnings) == 1 and f"1 uid(s) occur more than once in data_files= with different content (first: " \
+        f"{uids[1]})" in warnings[0]
+    skipped = " ".join(r.getMessage() for r in caplog.records if "[duplicate_uid]" in r.getMessage())
+    assert f"uid {uids[1]} is carried by several samples of the shards with different bytes" in skipped
+    assert f"an identical copy of this sample (uid {uids[2]}) at offset 0" not in skipped  # the copy is not first
+    assert f"(uid {uids[2]}) at offset " in skipped and str(tmp_path / "00000.tar") in skipped
+
+    reset_datacompdr_stats()
+    table = load_dataset("datacompdr", split="train", **files)
+    assert table["uid"] == streamed and datacompdr_stats()["skipped"] == {"duplicate_uid": 3}
+    everything = load_dataset("datacompdr", split="train", streaming=True, dedupe_uids=False, **files)
+    assert sorted(e["uid"] for e in everything) == sorted(uids[:3] + uids[1:])
 
 
 def test_duplicate_uids_in_join_sources_are_skipped_in_both_modes(tmp_path, caplog):

@@ -62,7 +62,7 @@ def test_bad_samples_are_skipped_counted_and_logged(tmp_path, caplog):
     shard = write_tar(tmp_path / "00000.tar", samples)
     kwargs = dict(data_files=shard, split="train", streaming=True, teachers=TEACHERS)
 
-    with caplog.at_level(logging.WARNING, logger="dataset_scripts.datacompdr"):
+    with caplog.at_level(logging.INFO, logger="dataset_scripts.datacompdr"):
         ds = load_dataset("datacompdr", **kwargs)
         assert keys_of(ds) == [e["uid"] for _, e in good]  # every good one, none of the bad ones
     assert datacompdr_stats()["skipped"] == {
@@ -78,6 +78,27 @@ def test_bad_samples_are_skipped_counted_and_logged(tmp_path, caplog):
 
     with pytest.raises(DataCompDRSampleError, match=r"\[bad_embedding\] field 'npz:image_emb' of sample __key__="):
         list(load_dataset("datacompdr", strict=True, **kwargs))
+
+
+def test_many_skips_log_a_few_examples_and_running_counts_not_a_line_each(tmp_path, caplog):
+    """Issue 18.10: 2,500 samples without their paug.json (plus 2 with an undecodable one) are 2,502 skips: at
+    WARNING, 3 examples of the first reason, both of the second and one line of counts per 1,000 skips."""
+    rng = random.Random(4)
+    members, _ = make_sample(uid_of(0, 0), rng)
+    samples = [(uid_of(1, k), {"json": json.dumps({"uid": uid_of(1, k)}).encode()}) for k in range(2500)]
+    samples += [(uid_of(2, k), {**members, "paug.json": b"{not json"}) for k in range(2)]
+    shard = write_tar(tmp_path / "00000.tar", samples)
+    with caplog.at_level(logging.WARNING, logger="dataset_scripts.datacompdr"):
+        assert list(load_dataset("datacompdr", data_files=shard, split="train", streaming=True, teachers=TEACHERS,
+                                 dedupe_uids=False)) == []
+    assert datacompdr_stats()["skipped"] == {"missing_member": 2500, "undecodable_member": 2}
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in lines if "[missing_member]" in m]) == 3 and "the others at DEBUG" in lines[2]
+    assert len([m for m in lines if "[undecodable_member]" in m]) == 2
+    assert [m for m in lines if "skipped so far" in m] == [
+        "datacompdr: 1000 samples skipped so far in this process: missing_member 1000",
+        "datacompdr: 2000 samples skipped so far in this process: missing_member 2000"]
+    assert len(lines) == 7  # nothing else: the per-shard line is at INFO
 
 
 @pytest.mark.parametrize("streaming", [True, False])
@@ -117,7 +138,9 @@ def test_corrupt_and_truncated_tars_never_stop_the_stream(tmp_path):
     (tmp_path / "s2.tar").write_bytes(ok)
     (tmp_path / "a.tar").unlink()
     files = [str(tmp_path / f"s{k}.tar") for k in range(3)]
-    ds = load_dataset("datacompdr", data_files=files, split="train", streaming=True, teachers=TEACHERS)
+    # dedupe_uids=False: the three shards are copies of one on purpose (the repeats are test_datacompdr_joins.py's)
+    ds = load_dataset("datacompdr", data_files=files, split="train", streaming=True, teachers=TEACHERS,
+                      dedupe_uids=False)
     got = [(Path(e["__url__"]).name, e["__key__"]) for e in ds]
     assert got == ([("s0.tar", uid_of(0, 0)), ("s0.tar", uid_of(0, 3))]
                    + [("s1.tar", uid_of(0, k)) for k in (0, 1)]
@@ -125,4 +148,4 @@ def test_corrupt_and_truncated_tars_never_stop_the_stream(tmp_path):
     assert datacompdr_stats()["skipped"] == {"corrupt_tar_member": 2, "corrupt_tar": 1}
     with pytest.raises(DataCompDRSampleError, match=r"\[corrupt_tar_member\] field '\(tar\)' of sample __key__="):
         list(load_dataset("datacompdr", data_files=files, split="train", streaming=True, teachers=TEACHERS,
-                          strict=True))
+                          strict=True, dedupe_uids=False))

@@ -118,5 +118,6 @@ def test_accelerate_two_processes_cover_every_sample_once(tmp_path):
     assert len(keys) == len(set(keys)) == len(expected) and set(keys) == set(expected)
     assert len(ranks[0]["keys"]) == len(ranks[1]["keys"]) == 6  # whole shards: 2 x 3 samples per rank
     index_files = [p.name for p in (tmp_path / "cache" / "datacompdr-join-index").iterdir()]
-    assert len([n for n in index_files if n.endswith(".arrow")]) == 1  # one index for both ranks
+    assert sorted(n.split("-")[0] for n in index_files if n.endswith(".arrow")) == ["data_files", "image_dir"]  # one
+    # index of each kind for both ranks
     assert not [n for n in index_files if n.endswith(".incomplete")]  # nothing half-written left behind

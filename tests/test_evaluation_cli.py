@@ -25,7 +25,7 @@ from transformers import (AutoModel, AutoProcessor, CLIPConfig, CLIPImageProcess
                           CLIPTokenizer)
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
-from modeling_mobileclip.evaluation.cli import main
+from modeling_mobileclip.evaluation.cli import main, run as run_command
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -296,7 +296,7 @@ def test_python_dash_m_run_prints_the_same_row(tiny_clip, image_folder, template
 def test_python_dash_m_bad_input_exits_with_the_message(model_without_processor, image_folder, tmp_path):
     completed = _module_run("--model", model_without_processor, "--task", "zeroshot-classification",
                             "--dataset", image_folder, "--cache-dir", tmp_path / "cache")  # fmt: skip
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     assert "error: --model" in completed.stderr and "no processor could be loaded" in completed.stderr
     assert "Traceback" not in completed.stderr
 
@@ -313,7 +313,7 @@ def test_a_model_with_its_own_code_is_evaluated_only_with_trust_remote_code(tiny
             "--templates", templates_file, "--cache-dir", tmp_path / "cache", "--num-workers", "0",
             "--no-progress")  # fmt: skip
     refused = _module_run(*args, env=env)
-    assert_refused_without_running(refused, folder, marker, tmp_path / "modules")
+    assert_refused_without_running(refused, folder, marker, tmp_path / "modules", returncode=2)
 
     trusted = _module_run(*args, "--trust-remote-code", env=env)
     assert trusted.returncode == 0, trusted.stderr
@@ -330,6 +330,20 @@ def test_a_mobileclip_folder_is_evaluated_without_the_flag_and_without_its_copie
                             "--no-progress", env={"HF_MODULES_CACHE": str(tmp_path / "modules")})  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     assert copied_model_code(tmp_path / "modules") == []
+
+
+@pytest.mark.parametrize("where", ["parent_is_a_file", "parent_unwritable", "output_is_a_folder"])
+def test_an_unwritable_output_fails_before_any_work(where, tiny_clip, image_folder, tmp_path, capsys):
+    """Issue 15.3c: the row is appended at the end; a bad --output must not cost the evaluation first."""
+    (tmp_path / "file").write_text("not a folder")
+    output = {"parent_is_a_file": tmp_path / "file" / "results.jsonl",
+              "parent_unwritable": Path("/proc/mobileclip-results/results.jsonl"),  # mkdir fails there, even as root
+              "output_is_a_folder": tmp_path}[where]  # fmt: skip
+    code = run_command(["--model", str(tiny_clip), "--task", "zeroshot-classification", "--dataset", str(image_folder),
+                        "--templates", "photo", "--output", str(output), "--cache-dir", str(tmp_path / "cache")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: --output {output}"), errors
+    assert not (tmp_path / "cache").exists()  # the dataset was not even read
 
 
 @pytest.fixture()

@@ -33,9 +33,29 @@ def unfused_s0_dir(tmp_path_factory, tokenizer):
     return path
 
 
+# An export killed by a real SIGKILL of its own process as it starts writing into its staging folder.
+KILLED_WHILE_EXPORTING = ("import os, signal, sys\nfrom modeling_mobileclip.export import cli\n"
+                          "cli.export_onnx = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\nsys.exit(cli.run())")
+
+
 def test_onnx_export_fuses_and_matches_the_unfused_pytorch_model(unfused_s0_dir, tmp_path, capsys):
+    """Also issue 15.3b: the staging folder is named after its writer (conversion/staging.py), so this export into
+    the same --output removes what a killed one left, and keeps what a live one is writing."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_EXPORTING, "--model", str(unfused_s0_dir),
+                             "--output", str(tmp_path / "onnx")], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300, check=False)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".onnx.partial-") and left.is_dir()
+    live = tmp_path / f".onnx.partial-{left.name.split('-')[-3]}-{os.getpid()}-0123abcd"  # this process: alive
+    live.mkdir()
+
     summary = export_main(["--model", str(unfused_s0_dir), "--format", "onnx", "--output", str(tmp_path / "onnx")])
-    assert "is not fused: fusing it first" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "is not fused: fusing it first" in said
+    assert f"removed {left.name}, the unfinished folder of a killed conversion" in said
+    assert f"kept {live.name} in {tmp_path}: its writer process may still be running" in said
+    live.rmdir()
     assert summary["max_abs_diff_vs_pytorch"]["image"] <= 1e-4
     assert summary["max_abs_diff_vs_pytorch"]["text"] <= 1e-4
     written = json.loads((tmp_path / "onnx" / "export_config.json").read_text())
@@ -148,3 +168,4 @@ def test_a_mobileclip_folder_is_exported_without_the_flag_and_without_its_copied
                        env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "onnx" / "export_config.json").is_file() and copied_model_code(tmp_path / "modules") == []
+

@@ -21,6 +21,7 @@ import PIL.Image
 import pytest
 import torch
 import yaml
+from conftest import train_in_process
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,17 +79,9 @@ def launch(cache_dir, out, *extra, processes=1):
 
 
 def run_in_process(cache_dir, out, *extra):
-    """`train_accelerate.main` here, with accelerate's process-wide state reset so each run gets its own config."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    try:
-        return train_accelerate.main([*TOY, "--cache-dir", str(cache_dir), "--output-dir", str(out),
-                                      "--batch-size", "8", "--report-to", "jsonl", *extra])
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+    """`train_accelerate.main` here (conftest.train_in_process: accelerate's state reset around the run)."""
+    return train_in_process([*TOY, "--cache-dir", str(cache_dir), "--output-dir", str(out), "--batch-size", "8",
+                             "--report-to", "jsonl", *extra])
 
 
 def metrics(out):
@@ -159,6 +152,7 @@ def test_main_job_end_to_end(cache_dir, tmp_path):
             "train/samples_per_s"} <= set(train[0])
     assert {"eval/zeroshot_acc1", "eval/image_retrieval_recall@1", "eval/text_retrieval_recall@1"} <= set(evals[0])
     assert "samples_s=" in result.stderr  # the progress bar shows the throughput
+    assert "had defaults used instead" not in result.stderr  # issue 18.10: the README's flags (see command())
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
     assert list((out / "logs").rglob("events.out.tfevents*")), "tensorboard logs missing"
     model, processor = MobileCLIPModel.from_pretrained(out), MobileCLIPProcessor.from_pretrained(out)
@@ -267,7 +261,7 @@ def test_two_processes_match_one_on_the_same_global_batch(cache_dir, tmp_path):
     # A student without BatchNorm, whose per-device statistics would legitimately differ between 1 and 2 processes.
     args = ("--model", "tiny-clip", "--max-steps", "3", "--checkpoint-every", "100", "--eval-every", "3",
             "--log-every", "1", "--loss-weights", "0.5,0.5", "--report-to", "jsonl")
-    launch(cache_dir, tmp_path / "one", *args, "--batch-size", "8")
+    run_in_process(cache_dir, tmp_path / "one", *args, "--batch-size", "8")  # 1 process: no launcher to start
     launch(cache_dir, tmp_path / "two", *args, "--batch-size", "4", processes=2)
     assert run_config(tmp_path / "one")["num_processes"] == 1 and run_config(tmp_path / "two")["num_processes"] == 2
     (one, one_eval), (two, two_eval) = metrics(tmp_path / "one"), metrics(tmp_path / "two")
@@ -286,7 +280,7 @@ def test_two_processes_match_one_on_the_same_global_batch(cache_dir, tmp_path):
 @pytest.mark.slow
 def test_exact_resume_after_sigkill(cache_dir, tmp_path):
     args = ("--max-steps", "8", "--checkpoint-every", "2", "--eval-every", "100", "--report-to", "jsonl")
-    launch(cache_dir, tmp_path / "full", *args)
+    run_in_process(cache_dir, tmp_path / "full", *args)  # the reference: no launcher and interpreter to start
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(cache_dir, killed, *args), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
@@ -302,7 +296,7 @@ def test_exact_resume_after_sigkill(cache_dir, tmp_path):
     assert json.loads((path / checkpoints.COMPLETE_MARKER).read_text())["step"] < 8
     assert not (killed / "model.safetensors").exists()
 
-    launch(cache_dir, killed, *args, "--resume", str(killed))
+    run_in_process(cache_dir, killed, *args, "--resume", str(killed))  # the kill above is the process that matters
     full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(killed / "model.safetensors")
     assert full.keys() == resumed.keys()
     for name in full:

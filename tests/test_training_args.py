@@ -1,6 +1,7 @@
 """The command line of train_accelerate.py (modeling_mobileclip/training/args.py) and the logit-scale clamp of every
 student family (training/students.py)."""
 
+import io
 import json
 import math
 import os
@@ -101,3 +102,41 @@ def test_a_user_error_is_one_line_and_exit_status_2(tmp_path):
         "captions)."]
     debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, env=env, timeout=300)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+@pytest.fixture()
+def answers_yes(monkeypatch):
+    """stdin that answers "y": had transformers been left to ask (trust_remote_code=None), the code would run."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 10))
+
+
+def test_a_student_folder_with_its_own_code_is_refused_without_asking(tmp_path, answers_yes):
+    """Issue 15.3d: the folder's auto_map names marker_clip.py, which writes `marker` when imported."""
+    from fixtures.remote_code_model import save_marker_clip
+
+    from hub_cards import generate_model_card
+    from hub_cards.remote_code import RemoteCodeRefusedError
+    from modeling_mobileclip.training.students import CLIPStudent
+
+    marker = tmp_path / "marker"
+    folder = str(save_marker_clip(tmp_path / "marker_clip", marker))
+    with pytest.raises(RemoteCodeRefusedError, match=rf"--model '{re.escape(folder)}' ships Python code of its own"
+                       r".*pass --trust-remote-code to run it"):
+        student_class(folder)
+    with pytest.raises(RemoteCodeRefusedError, match="pass --trust-remote-code"):
+        CLIPStudent(folder)
+    with pytest.raises(RemoteCodeRefusedError, match=r"model_dir_or_model .* pass trust_remote_code=True to run it"):
+        generate_model_card(folder, license="mit", converted_from_apple=False)
+    assert not marker.exists()
+
+
+def test_a_saved_mobileclip_student_loads_without_remote_code(tmp_path, answers_yes):
+    from dataset_scripts.toy_data import tiny_mobileclip
+    from modeling_mobileclip import MobileCLIPModel
+
+    model, processor = tiny_mobileclip()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert "auto_map" in json.loads((tmp_path / "config.json").read_text())
+    student = student_class(str(tmp_path))(str(tmp_path))
+    assert type(student.model) is MobileCLIPModel and sys.stdin.read(1) == "y"  # nothing was asked

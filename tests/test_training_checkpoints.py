@@ -3,12 +3,15 @@ resume that runs no code from the checkpoint folder."""
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
+from conftest import train_in_process
 
 from modeling_mobileclip.training.checkpoints import COMPLETE_MARKER, checkpoint_folders, latest_checkpoint
 
@@ -18,11 +21,32 @@ TOY = ["--toy-spec", "num_train=32,samples_per_shard=16,num_augmentations=2,teac
        "teacher_batch_size=16"]
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def train_flags(cache, out, *extra):
+    return [*TOY, "--cache-dir", str(cache), "--output-dir", str(out), "--batch-size", "4", "--eval-every", "100",
+            "--report-to", "jsonl", "--no-progress", *extra]
+
+
 def train_code(cache, out, *extra, before=""):
     """A Python program that (after `before`) runs train_accelerate.main on the toy set, in a fresh process."""
-    flags = [*TOY, "--cache-dir", str(cache), "--output-dir", str(out), "--batch-size", "4", "--eval-every", "100",
-             "--report-to", "jsonl", "--no-progress", *extra]
+    flags = train_flags(cache, out, *extra)
     return textwrap.dedent(before) + f"\nimport train_accelerate\ntrain_accelerate.main({flags!r})\n"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One toy set (its teachers trained, its shards reinforced) for every run of this module: built by the first."""
+    return tmp_path_factory.mktemp("toy_cache")
+
+
+@pytest.fixture(scope="module")
+def two_steps(cache, tmp_path_factory):
+    """A run of 2 steps with its checkpoint; each crafted-checkpoint case tampers with a copy of it."""
+    out = tmp_path_factory.mktemp("two_steps") / "run"
+    run(train_code(cache, out, "--max-steps", "2", "--checkpoint-every", "2"))
+    return out
 
 
 def run(code, expect_rc=0):
@@ -32,7 +56,7 @@ def run(code, expect_rc=0):
     return result
 
 
-def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
+def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(cache, tmp_path):
     """--checkpoints-total-limit 1: the second save is killed (SIGKILL) after accelerate wrote the model but before
     the marker; the first checkpoint must survive and --resume must find it."""
     out = tmp_path / "run"
@@ -48,7 +72,7 @@ def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
             return path
         accelerate.Accelerator.save_state = save_state
     """
-    run(train_code(tmp_path / "cache", out, "--max-steps", "6", "--checkpoint-every", "2",
+    run(train_code(cache, out, "--max-steps", "6", "--checkpoint-every", "2",
                    "--checkpoints-total-limit", "1", before=kill_in_second_save), expect_rc=-9)
     folders = checkpoint_folders(out)
     assert [(folder / COMPLETE_MARKER).is_file() for _, folder in folders] == [True, False]
@@ -56,8 +80,8 @@ def test_a_kill_inside_save_state_keeps_the_last_complete_checkpoint(tmp_path):
     assert (path / COMPLETE_MARKER).read_text() == '{"step": 2}'
 
 
-    run(train_code(tmp_path / "cache", out, "--max-steps", "6", "--checkpoint-every", "2",
-                   "--checkpoints-total-limit", "1", "--resume", str(out)))
+    train_in_process(train_flags(cache, out, "--max-steps", "6", "--checkpoint-every", "2",
+                                 "--checkpoints-total-limit", "1", "--resume", str(out)))  # here: no interpreter start
     assert [(folder / COMPLETE_MARKER).is_file() for _, folder in checkpoint_folders(out)] == [True]
     assert (out / "model.safetensors").is_file()
 
@@ -80,16 +104,19 @@ class _Payload:
     ("random_states_0.pkl", None),
     ("optimizer.bin", "Weights only load failed"),
 ])
-def test_resume_runs_no_code_from_a_crafted_checkpoint(tmp_path, member, refusal):
+def test_resume_runs_no_code_from_a_crafted_checkpoint(cache, two_steps, tmp_path, member, refusal):
     out, marker = tmp_path / "run", tmp_path / "pwned"
-    run(train_code(tmp_path / "cache", out, "--max-steps", "2", "--checkpoint-every", "2"))
+    shutil.copytree(two_steps, out)
     path, _ = latest_checkpoint(out)
     (path / member).write_bytes(pickle.dumps(_Payload(str(marker))))
-    result = subprocess.run([sys.executable, "-c", train_code(tmp_path / "cache", out, "--max-steps", "4",
-                                                              "--checkpoint-every", "2", "--resume", str(out))],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    resume = train_flags(cache, out, "--max-steps", "4", "--checkpoint-every", "2", "--resume", str(out))
+    try:  # in this process (no interpreter to start): a payload that ran would create the marker here as well
+        train_in_process(resume)
+        failure = None
+    except Exception as error:  # noqa: BLE001  (the refusal, whatever accelerate or torch raises)
+        failure = "".join(traceback.format_exception(error))
     assert not marker.exists(), f"{member}: unpickling ran code"
     if refusal is None:
-        assert result.returncode == 0, result.stderr[-2000:]
+        assert failure is None, failure[-2000:]
     else:
-        assert result.returncode != 0 and refusal in result.stderr, result.stderr[-2000:]
+        assert failure is not None and refusal in failure, failure

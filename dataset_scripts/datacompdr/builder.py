@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections import Counter
 from typing import Optional
 
@@ -20,9 +21,10 @@ from .assemble import SampleAssembler
 from .configs import DataCompDRConfig, named_configs
 from .data_files import expand_data_files
 from .features import build_features
-from .join_index import CaptionIndex, ImageIndex, join_index_file
+from .join_index import CaptionIndex, ImageIndex, join_index_file, open_join_index
 from .joins import SampleJoins
 from .members import iter_raw_samples
+from .shard_uids import ShardUidIndex, indexable_shards
 from .metadata import METADATA_PREFIX, DataCompDRMetadata, Teacher, find_config_json, get_metadata, read_config_json
 from .skips import DataCompDRSampleError, record_skip, record_yielded
 
@@ -125,23 +127,32 @@ class DataCompDR(datasets.GeneratorBasedBuilder):
         return [
             # Only the shard list is a list: datasets shards gen_kwargs over lists (split_dataset_by_node, workers).
             datasets.SplitGenerator(name=split, gen_kwargs={"tar_paths": list(paths),
-                                                            "download_config": download_config, **join_indexes})
+                                                            "download_config": download_config, **join_indexes,
+                                                            "uids_index": self._uids_index(list(paths))})
             for split, paths in data_files.items()
         ]
 
-    def _generate_shards(self, tar_paths, download_config, captions_index, image_dir_index):
+    def _uids_index(self, tar_paths: list[str]) -> str | None:
+        """The uid index of one split's shards (built once, like the join indexes), or None (off / not indexable)."""
+        shards = indexable_shards(tar_paths) if self.config.dedupe_uids else None
+        return None if shards is None else join_index_file(ShardUidIndex, shards, "data_files", self._cache_dir_root)
+
+    def _generate_shards(self, tar_paths, download_config, captions_index, image_dir_index, uids_index):
         yield from tar_paths
 
-    def _generate_examples(self, tar_paths, download_config, captions_index, image_dir_index):
+    def _generate_examples(self, tar_paths, download_config, captions_index, image_dir_index, uids_index):
         total_dim = self.info.features["image_emb"].shape[1]
         assembler = SampleAssembler(self.metadata or get_metadata(self.info), self.config.image_emb_key, total_dim)
         joins = SampleJoins(self.config, captions_index, image_dir_index)
+        uids = None if uids_index is None else open_join_index(ShardUidIndex, uids_index)
         for shard_idx, tar_path in enumerate(tar_paths):
             shard_counts: Counter = Counter()
             yielded = 0
             for example_idx, raw in enumerate(iter_raw_samples(tar_path, download_config)):
                 try:
                     example = assembler(raw, tar_path, joins)
+                    if uids is not None:
+                        _check_repeats(uids, example["uid"], raw, tar_path, assembler)
                 except DataCompDRSampleError as err:
                     if self.config.strict:
                         raise
@@ -151,6 +162,21 @@ class DataCompDR(datasets.GeneratorBasedBuilder):
                 yielded += 1
                 yield Key(shard_idx, example_idx), example
             skipped = sum(shard_counts.values())
-            logger.log(logging.WARNING if skipped else logging.INFO,
-                       "datacompdr: shard %s: yielded %d, skipped %d%s", tar_path, yielded, skipped,
-                       f" {dict(shard_counts)}" if skipped else "")
+            # INFO: the skips themselves are summarised at WARNING by skips.record_skip (a few examples, running
+            # counts), not once per shard.
+            logger.info("datacompdr: shard %s: yielded %d, skipped %d%s", tar_path, yielded, skipped,
+                        f" {dict(shard_counts)}" if skipped else "")
+
+
+def _check_repeats(uids: ShardUidIndex, uid: str, raw, tar_path: str, assembler: SampleAssembler) -> None:
+    """``duplicate_uid`` unless this sample is the one the shard index keeps for its uid (see :mod:`.shard_uids`)."""
+    first = uids.first_sample(uid)
+    if first is None:  # no uid-shaped key and no json uid, or past damage the index scan stopped at
+        return
+    path, offset, ambiguous = first
+    if ambiguous:
+        assembler.fail("duplicate_uid", "json", raw, tar_path, f"uid {uid} is carried by several samples of the "
+                       "shards with different bytes; deduplicate the shards")
+    if (path, offset) != (os.path.abspath(tar_path), raw.offset):
+        assembler.fail("duplicate_uid", "json", raw, tar_path, f"an identical copy of this sample (uid {uid}) at "
+                       f"offset {offset} of {path} is yielded instead")

@@ -59,6 +59,8 @@ class DataCompDRConfig(datasets.BuilderConfig):
         check_sha256: drop joined images whose sha256 differs from the sample's ``json`` sha256.
         verify_images: fully decode joined images while generating (catches truncated files).
         strict: raise :class:`DataCompDRSampleError` on the first bad sample instead of skipping it.
+        dedupe_uids: index the uids of local ``.tar`` shards once and skip every sample whose uid repeats with
+            different bytes (identical copies: the first is kept), as ``duplicate_uid`` (:mod:`.shard_uids`).
     """
 
     hub_repo: Optional[str] = None
@@ -76,6 +78,7 @@ class DataCompDRConfig(datasets.BuilderConfig):
     check_sha256: bool = False
     verify_images: bool = True
     strict: bool = False
+    dedupe_uids: bool = True
 
     def __post_init__(self):
         super().__post_init__()

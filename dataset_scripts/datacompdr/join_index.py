@@ -290,7 +290,7 @@ def _write_sorted_index(table, path: str, content) -> list[str]:
     import pyarrow as pa
 
     uids = table.column("uid").cast(pa.binary()).to_numpy(zero_copy_only=False)
-    width = max(1, max(len(u) for u in uids))
+    width = max((len(u) for u in uids), default=1) or 1
     uids = uids.astype(f"S{width}")
     order = np.argsort(uids, kind="stable")
     uids, table = uids[order], table.take(pa.array(order))

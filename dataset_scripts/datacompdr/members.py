@@ -38,6 +38,7 @@ class RawSample:
     key: str
     fields: dict = field(default_factory=dict)
     problem: Optional[tuple[str, str, str]] = None  # (reason, field, detail) when the sample must be dropped
+    offset: int = -1  # of its first member's header in the (uncompressed) tar stream: its place in the shard
 
     def taint(self, reason: str, field_name: str, detail: str) -> None:
         if self.problem is None:
@@ -88,7 +89,7 @@ def iter_raw_samples(tar_path: str, download_config=None) -> Iterator[RawSample]
                     if current is None or key != current.key:  # a new key: the previous sample is complete
                         if current is not None:
                             yield current
-                        current = RawSample(key)
+                        current = RawSample(key, offset=info.offset)
                         if taint_next is not None:
                             current.taint(*taint_next)
                     taint_next = None  # a gap inside the open sample has already tainted it

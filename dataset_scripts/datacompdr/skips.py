@@ -1,8 +1,10 @@
 """Why a DataCompDR sample is dropped, and the per-process counts of what was yielded and skipped.
 
 Bad input never stops the stream and is never yielded: the sample is skipped, counted under a reason
-(:data:`SKIP_REASONS`) and logged with the field, ``__key__`` and shard (the first 20 per reason and process at
-WARNING, then DEBUG; one summary line per shard). ``datacompdr_stats()`` returns this process' counts (with a
+(:data:`SKIP_REASONS`) and logged with the field, ``__key__`` and shard: the first 3 per reason and process at
+WARNING, the others at DEBUG, with one WARNING line of counts per reason every 1000 skips of a process (so a shard
+set with many bad samples logs a few examples and running totals, not a line per sample) and one INFO line per
+shard. ``datacompdr_stats()`` returns this process' counts (with a
 DataLoader, each worker process keeps its own; the per-shard log lines are the cross-process record).
 ``strict=True`` raises :class:`DataCompDRSampleError` instead. Deliberately, decoding errors of *one sample* are
 caught and not re-raised: that is the contract the issue asks for.
@@ -30,13 +32,15 @@ SKIP_REASONS = (
     "uid_mismatch",  # json uid differs from the uid-shaped __key__
     "missing_caption",  # captions= given, uid not found
     "missing_image",  # image_dir= given, uid not found
-    "duplicate_uid",  # the uid occurs more than once in captions= or image_dir= with different content
+    "duplicate_uid",  # the uid repeats with different content in captions=, image_dir= or the shards; or a later
+    # identical copy of a sample in the shards (the first is kept)
     "unreadable_image",  # image bytes cannot be decoded
     "sha256_mismatch",  # check_sha256=True and the image bytes differ from the recorded hash
     "image_size_mismatch",  # the joined image is not a proportional resize of the recorded original
     "crop_outside_image",  # a crop box does not fit the joined image, even after rescaling
 )
-_LOGGED_PER_REASON = 20
+_LOGGED_PER_REASON = 3  # examples per reason and process at WARNING; the rest at DEBUG
+_SUMMARY_EVERY = 1000  # one WARNING line of running counts per this many skips of a process
 
 
 class DataCompDRSampleError(ValueError):
@@ -67,9 +71,15 @@ def reset_datacompdr_stats() -> None:
 
 def record_skip(error: DataCompDRSampleError, shard_counts: Counter) -> None:
     _COUNTS[f"skipped:{error.reason}"] += 1
+    _COUNTS["skipped"] += 1
     shard_counts[error.reason] += 1
-    level = logging.WARNING if _COUNTS[f"skipped:{error.reason}"] <= _LOGGED_PER_REASON else logging.DEBUG
-    logger.log(level, "datacompdr: skipped sample: %s", error)
+    count = _COUNTS[f"skipped:{error.reason}"]
+    logger.log(logging.WARNING if count <= _LOGGED_PER_REASON else logging.DEBUG, "datacompdr: skipped sample: %s%s",
+               error, f" (the first {_LOGGED_PER_REASON} skips of a reason are logged, the others at DEBUG)"
+               if count == _LOGGED_PER_REASON else "")
+    if _COUNTS["skipped"] % _SUMMARY_EVERY == 0:
+        logger.warning("datacompdr: %d samples skipped so far in this process: %s", _COUNTS["skipped"],
+                       ", ".join(f"{reason} {n}" for reason, n in sorted(datacompdr_stats()["skipped"].items())))
 
 
 def record_yielded() -> None:

@@ -17,6 +17,8 @@ import re
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConversionError
@@ -58,6 +60,17 @@ def new_staging_folder(output: Path) -> Path:
     staging = output.with_name(f".{output.name}.partial-{_writer_id()}")
     staging.mkdir()
     return staging
+
+
+@contextmanager
+def staging_folder(output: Path) -> Iterator[Path]:
+    """`new_staging_folder`, deleted on the way out however the block ends; a SIGKILL leaves it to
+    `recover_interrupted` (its name records this process). The export (`modeling_mobileclip.export`) builds in it."""
+    staging = new_staging_folder(output)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def swap_into_place(staging: Path, output: Path) -> None:

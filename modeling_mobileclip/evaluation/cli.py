@@ -22,6 +22,7 @@ from transformers import AutoModel, AutoProcessor
 
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
+from ..conversion.staging import check_parent_writable
 from .eval_dataset import (
     load_eval_dataset,
     resolve_caption_column,
@@ -109,6 +110,23 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--main-metric {args.main_metric!r} is not a metric of --task {args.task}; choose one of "
             f"{sorted(TASK_METRICS[args.task])}."
         )
+    if args.output is not None:
+        _check_output_writable(args.output)
+
+
+def _check_output_writable(output: Path) -> None:
+    """The row is appended to --output at the end: check now that it can be, not after minutes of evaluation."""
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; pass the path of a JSONL file (e.g. {output}/results.jsonl).")
+    if not output.exists():
+        check_parent_writable(output)  # probes by creating a folder where the file will go, as the converter does
+        return
+    try:
+        with open(output, "a", encoding="utf-8"):  # opening to append writes nothing
+            pass
+    except OSError as error:
+        raise ValueError(f"--output {output} cannot be appended to ({error.strerror}); make it writable or choose "
+                         "another --output.") from error
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -237,6 +255,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         main(argv)
     except (ValueError, FileNotFoundError) as err:
-        # Bad input: the message says what to fix; a traceback would only bury it.
-        sys.exit(f"error: {err}")
+        # Bad input: the message says what to fix; a traceback would only bury it. Exit 2, as argparse does.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -24,14 +24,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from transformers import AutoProcessor
 
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
-from ..conversion.staging import check_parent_writable
+from ..conversion.staging import check_parent_writable, recover_interrupted, staging_folder
 from .coreml_export import coreml_runtime_available, export_coreml, import_coremltools, verify_coreml
 from .encoders import load_fused_model
 from .onnx_export import export_onnx, verify_onnx
@@ -71,6 +70,8 @@ def main(argv=None) -> dict:
     if args.output.exists() and not args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a file; pass a directory.")
     check_parent_writable(args.output)  # the staging folder goes next to it: fail before loading and exporting
+    for line in recover_interrupted(args.output):  # staging folders of exports killed part-way (SIGKILL, power)
+        print(line, file=sys.stderr)
     if args.format == "coreml":
         import_coremltools()  # fail before loading weights
     model = load_fused_model(args.model, args.trust_remote_code)
@@ -81,8 +82,7 @@ def main(argv=None) -> dict:
                    logit_scale=float(model.logit_scale.exp().clamp(max=100).item()),
                    outputs="L2-normalised embeddings; logits = logit_scale * image_embeds @ text_embeds.T")
     # Everything is built in a staging folder beside --output and moved in only once complete and verified.
-    with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=f".{args.output.name}.partial-") as staging:
-        staging = Path(staging)
+    with staging_folder(args.output) as staging:  # named after this process: a later run removes it if killed
         if args.format == "onnx":
             export_onnx(model, staging, args.opset)
             summary["opset"] = args.opset

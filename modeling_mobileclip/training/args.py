@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP
+
 CAPTION_MODES = ("gt+syn", "gt", "mix")
 DATA_MODES = ("auto", "stream", "map")
 
@@ -18,6 +20,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
                        "preset (mobileclip-s0, ...; random init) |\na transformers CLIP/SigLIP/MobileCLIP checkpoint "
                        "(hub id or folder) | an open_clip name (ViT-B-16) or open_clip:<name>[/<pretrained tag>]")
     model.add_argument("--from-scratch", action="store_true", help="transformers checkpoints: use the config only")
+    model.add_argument("--trust-remote-code", action="store_true", help=f"transformers checkpoints: "
+                       f"{TRUST_REMOTE_CODE_HELP}")
 
     data = p.add_argument_group("data")
     data.add_argument("--train-data", default=None, help="DataCompDR shards (glob, brace range such as "

@@ -65,7 +65,7 @@ def _card_problem(args, licence: str) -> str | None:
 
     fields = card_fields(args, licence, [args.train_data or "the embedded toy DataCompDR"], [], [], {})
     try:
-        card = student_class(args.model).model_card(args.model, None, None, fields)
+        card = student_class(args.model, args.trust_remote_code).model_card(args.model, None, None, fields)
         validate_card(card, "model")
     except HfHubHTTPError as err:  # not the card's fault: the Hub did not answer the validation
         return (f"could not validate the model card with the Hub ({describe_error(err)}); check the connection "

@@ -14,6 +14,8 @@ from pathlib import Path
 import PIL.Image
 import torch
 
+from hub_cards.remote_code import RemoteCodeRefusedError, explain_remote_code_refusal
+
 from .card import generic_card
 
 LOGIT_SCALE_MAX = 100.0  # CLIP's cap on exp(logit_scale)
@@ -39,17 +41,19 @@ def _replay_params(image_processor) -> dict:
 class Student:
     """A transformers dual encoder (`model(input_ids=, pixel_values=)` returning `image_embeds`/`text_embeds`)."""
 
-    def __init__(self, name: str, from_scratch: bool = False):
-        self.name, self.from_scratch = name, from_scratch
+    def __init__(self, name: str, from_scratch: bool = False, trust_remote_code: bool = False):
+        self.name, self.from_scratch, self.trust_remote_code = name, from_scratch, trust_remote_code
         self.model, self.processor = self.build()
 
     def build(self):
         import transformers
 
-        auto = transformers.AutoModel
-        model = (auto.from_config(transformers.AutoConfig.from_pretrained(self.name)) if self.from_scratch
-                 else auto.from_pretrained(self.name))
-        return model, transformers.AutoProcessor.from_pretrained(self.name)
+        # trust_remote_code is always explicit: with None transformers asks on stdin, which hangs under accelerate.
+        trust, auto = {"trust_remote_code": self.trust_remote_code}, transformers.AutoModel
+        with explain_remote_code_refusal(self.name):
+            model = (auto.from_config(transformers.AutoConfig.from_pretrained(self.name, **trust), **trust)
+                     if self.from_scratch else auto.from_pretrained(self.name, **trust))
+            return model, transformers.AutoProcessor.from_pretrained(self.name, **trust)
 
     @property
     def context_length(self) -> int:
@@ -298,8 +302,9 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def student_class(name: str) -> type[Student]:
-    """The adapter for `--model` (see --help); unknown names get a message listing the accepted forms."""
+def student_class(name: str, trust_remote_code: bool = False) -> type[Student]:
+    """The adapter for `--model` (see --help); unknown names get a message listing the accepted forms, a folder
+    with code of its own a `RemoteCodeRefusedError` unless `trust_remote_code`."""
     import open_clip
 
     if name == "tiny" or name.lower() in _mobileclip_variants():  # before open_clip, which also knows MobileCLIP2-*
@@ -312,7 +317,10 @@ def student_class(name: str) -> type[Student]:
     import transformers
 
     try:
-        model_type = transformers.AutoConfig.from_pretrained(name).model_type
+        with explain_remote_code_refusal(name):
+            model_type = transformers.AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code).model_type
+    except RemoteCodeRefusedError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(f"--model {name!r} is neither a preset (tiny, tiny-clip, tiny-siglip, tiny-open-clip, "
                          f"{', '.join(_mobileclip_variants())}), an open_clip model (ViT-B-16, open_clip:<name>"
