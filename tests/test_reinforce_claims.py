@@ -90,7 +90,8 @@ def test_a_shard_is_published_once_whoever_finishes_it(tmp_path):
     assert record["written_by"] == {"worker": "a"} and record["bytes"] == 29
     assert commit_shard(*args, {"worker": "b"}, partials[1]) is None
     assert sorted(os.listdir(out)) == ["00000002.tar", "_manifest"]
-    assert json.load(open(os.path.join(out, "_manifest", "00000002.json")))["written_by"] == {"worker": "a"}
+    with open(os.path.join(out, "_manifest", "00000002.json"), encoding="utf-8") as f:
+        assert json.load(f)["written_by"] == {"worker": "a"}
 
 
 def test_object_storage_output_and_a_bad_lease_are_refused(tmp_path):

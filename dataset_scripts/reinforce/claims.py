@@ -99,12 +99,18 @@ def link_exclusive(source: str, target: str) -> bool:
         return os.path.samefile(source, target)
 
 
-def _write_exclusive(path: str, data: dict) -> bool:
+def _complete_file(path: str, data: dict) -> str:
+    """A complete, synced file of a unique name next to ``path``, holding ``data``; returns its name."""
     tmp = f"{path}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
+    return tmp
+
+
+def _write_exclusive(path: str, data: dict) -> bool:
+    tmp = _complete_file(path, data)
     try:
         return link_exclusive(tmp, path)
     finally:
@@ -112,12 +118,7 @@ def _write_exclusive(path: str, data: dict) -> bool:
 
 
 def _replace(path: str, data: dict) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(_complete_file(path, data), path)
 
 
 def claim_path(output: str, task: str, generation: int) -> str:

@@ -56,6 +56,8 @@ def work_through(output: str, shards: list[InputShard], worker: Worker,
             claimed_any = True
             if shard_done(output, shard.name):  # published by its previous claimant after all
                 claim.release("already done")
+                if done_elsewhere is not None:
+                    done_elsewhere(shard)
                 continue
             _write_claimed(output, shard, claim, write, schedule)
         remaining = waiting
