@@ -90,4 +90,3 @@ def _write_claimed(output: str, shard: InputShard, claim: Claim, write, schedule
         return
     claim.published(sha256=record["sha256"])
     schedule.records.append(record)
-
