@@ -18,6 +18,8 @@ import pytest
 
 import dataset_scripts  # noqa: F401  (registers "datacompdr")
 from dataset_scripts.reinforce import main
+from dataset_scripts.reinforce.claims import claim_log
+from dataset_scripts.reinforce.shards import partial_shard_path
 from reinforce_inputs import (
     CROP,
     REPO,
@@ -90,10 +92,114 @@ def test_resume_after_kill_and_two_processes_match_one(models, tmp_path):
     assert sorted(s["process_index"] for s in summaries) == [0, 1]
     assert sorted(shard for s in summaries for shard in s["processed_shards"]) == sorted(expected)
     # One progress bar, on the main process, with the rate and the ETA.
-    assert "process 0 of 2: 5 of 10 shards" in done.stderr and "process 1 of 2" not in done.stderr
+    assert "process 0 of 2: 10 shards to do" in done.stderr and "process 1 of 2" not in done.stderr
     # tqdm shows the rate as "s/sample" below one sample per second (a loaded machine)
     assert re.search(r"\| *\d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(sample/s|s/sample)\]", done.stderr), \
         done.stderr[-2000:]
+
+
+# A worker on "another machine" that hangs inside each shard it claims, after its first batch: the test SIGKILLs it
+# there. Its claims carry another machine's identity, so (as across machines) only the lease expiry frees them.
+_SLOW_WORKER = """
+import sys, time
+from dataset_scripts.reinforce import claims, cli, pipeline
+claims.MACHINE_ID = "another-machine"
+real = pipeline.Reinforcer.process_shard
+def hanging(self, shard, progress, *args):
+    def hang(n):
+        progress(n)
+        time.sleep(600)
+    return real(self, shard, hang, *args)
+pipeline.Reinforcer.process_shard = hanging
+cli.main(sys.argv[1:])
+"""
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _claims_of(out, pid):
+    claims = [(path, json.loads(_read(path))) for path in glob.glob(os.path.join(out, "_claims", "0*.json"))]
+    return [(os.path.basename(path)[:-len(".json")].split("."), claim) for path, claim in claims
+            if claim["pid"] == pid]
+
+
+def _writing(out, pid):
+    """The shard that process ``pid`` holds a claim on and has started writing (its own partial file), or None."""
+    for (task, generation), claim in _claims_of(out, pid):
+        if os.path.exists(partial_shard_path(out, task, f"{claim['worker']}-{generation}")):
+            return task, int(generation)
+    return None
+
+
+@pytest.mark.slow
+def test_workers_started_at_different_times_one_killed_finish_the_set_exactly_once(models, tmp_path):
+    """Three processes share only the output folder: a worker of "another machine" (started first, SIGKILLed inside
+    its shard, never restarted), then an `accelerate launch --cpu --num_processes 1` run and a plain
+    `python -m dataset_scripts.reinforce` run, separate invocations. The killed worker's shard is taken over after
+    its 2 s lease; the result equals a one-process run byte for byte, and each shard was published once (the claim
+    log)."""
+    data = write_tar_dataset(str(tmp_path / "data"), per_shard=1)  # 10 shards, 3 of them without a good sample
+    args = ["--dataset", data, "--teachers", models["open_clip_small"], "--captioner", "none",
+            "--num-augmentations", "2", "--crop-size", str(CROP), "--seed", "5", "--batch-size", "2",
+            "--device", "cpu", "--no-progress", "--lease-seconds", "2"]
+    reference = str(tmp_path / "ref")
+    main(args + ["--output", reference])
+    expected = shard_bytes(reference)
+
+    out = str(tmp_path / "out")
+    argv = args + ["--output", out]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "dataset_scripts.reinforce", *argv]
+    run = {"env": _env(), "cwd": REPO, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    slow_log = tmp_path / "slow.log"
+    with open(slow_log, "w") as log:
+        slow = subprocess.Popen([sys.executable, "-c", _SLOW_WORKER, *argv], env=_env(), cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    first = second = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and slow.poll() is None and not _writing(out, slow.pid):
+            time.sleep(0.01)
+        held = _writing(out, slow.pid)  # mid-shard: it hangs there
+        assert held is not None, slow_log.read_text()[-3000:]
+        task, generation = held
+        first = subprocess.Popen(launch, **run)
+        second = subprocess.Popen([sys.executable, "-m", "dataset_scripts.reinforce", *argv], **run)
+        slow.send_signal(signal.SIGKILL)
+        slow.wait()
+        outputs = [proc.communicate(timeout=240) for proc in (first, second)]
+    finally:
+        for proc in (slow, first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, (stdout, stderr) in zip((first, second), outputs):
+        assert proc.returncode == 0, stderr[-3000:]
+
+    assert shard_bytes(out) == expected
+    for name in ("manifest.jsonl", "config.json"):
+        assert _read(os.path.join(out, name)) == _read(os.path.join(reference, name)), name
+    assert not glob.glob(os.path.join(out, "**", "*.partial"), recursive=True)
+    # The killed worker's claim stayed unpublished; the next generation took it over once the lease expired.
+    (_, held), = _claims_of(out, slow.pid)
+    assert held["state"] == "claimed" and held["machine"] == "another-machine"
+    log = claim_log(out, task)
+    assert log[generation + 1]["taken_over"].startswith("its lease expired")
+    assert [e["state"] for e in log[generation + 1:]][-1] == "published"
+    # Exactly once: one published claim per shard, and every shard in exactly one process's summary.
+    for shard in expected:
+        assert [e["state"] for e in claim_log(out, shard[:-len(".tar")])].count("published") == 1, shard
+    summaries = [json.loads(line[len("reinforce: "):]) for stdout, _ in outputs for line in stdout.splitlines()
+                 if line.startswith("reinforce: {")]
+    assert len(summaries) == 2
+    assert sorted(s for summary in summaries for s in summary["processed_shards"]) == sorted(expected)
+    assert f"{task}.tar" in [t["shard"] for summary in summaries for t in summary["taken_over"]]
+    assert any(summary.get("complete") for summary in summaries)
+    print("shards per launch:", [len(s["processed_shards"]) for s in summaries])
 
 
 def test_cli_storage_estimate_max_samples_and_max_shards(models, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Reinforce any image-text dataset into the DataCompDR layout (our issue #6; Apple's RayGen, with ``param_aug`` kept).
 
-CLI (one process, or ``accelerate launch --num_processes N`` to split the shards over N processes / GPUs / nodes;
-on a CPU-only machine add ``--multi_gpu``, which starts N gloo processes: accelerate 1.15's ``--cpu`` starts one)::
+CLI (one process, or ``accelerate launch --num_processes N`` to share the shards among N processes / GPUs / nodes,
+or the same command on several machines into one shared folder: each process claims the next unfinished shard; on a
+CPU-only machine add ``--multi_gpu``, which starts N gloo processes: accelerate 1.15's ``--cpu`` starts one)::
 
     accelerate launch -m dataset_scripts.reinforce \\
         --dataset <hub id | folder of .tar | .parquet files | imagefolder> \\
@@ -39,7 +40,8 @@ Reading the result back needs no extra step (``config.json`` next to the shards 
     ds = load_dataset("datacompdr", data_files=shards, split="train",
                       image_dir=shards, captions=shards)   # optional joins: our shards also hold image + GT text
 
-Modules: ``cli`` (the options), ``run`` (one run: models, config, shards dealt to processes, manifest, card, push),
+Modules: ``cli`` (the options), ``run`` (one run: models, config, claimed shards, manifest, card, push), ``claims``
+(who writes which shard: exclusive claims with leases), ``schedule`` (the claim loop),
 ``config`` (settings, ``config.json``, compatibility check, storage estimate), ``inputs`` (tars / parquet /
 imagefolder / Hub datasets as shards), ``images`` (input decoding), ``pipeline`` (per-shard work: captions,
 augmentations, teacher embeddings), ``shards`` (deterministic encoding, ``.partial`` + rename, manifest, resume).

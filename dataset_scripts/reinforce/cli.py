@@ -50,6 +50,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--max-shards", type=int,
                    help="stop after this many shards per process (e.g. to fit a job's time limit); rerun to go on")
+    p.add_argument("--lease-seconds", type=float, default=600.0,
+                   help="a shard claimed by a process that died (or hangs without heartbeat) is taken over by "
+                        "another this long after its last heartbeat (docs/reinforcement.md#several-machines)")
     return p.parse_args(argv)
 
 
@@ -68,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         batch_size=args.batch_size, teacher_batch_size=args.teacher_batch_size, device=args.device,
         cache_dir=args.cache_dir,
         trust_remote_code=args.trust_remote_code, push_to_hub=args.push_to_hub, progress=not args.no_progress,
-        max_shards=args.max_shards,
+        max_shards=args.max_shards, lease_seconds=args.lease_seconds,
     )
     shown = {k: v for k, v in summary.items() if k != "config"}
     print("reinforce: " + json.dumps(shown, default=str), flush=True)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import glob
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
 
 from ..augment_replay import AugmentationSampler
-from .shards import atomic_write
+from .claims import link_exclusive
+from .shards import PARTIAL_SUFFIX, atomic_write
 
 FORMAT_VERSION = 1
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -56,6 +58,7 @@ class ReinforceSettings:
     push_to_hub: Optional[str] = None
     progress: bool = True
     max_shards: Optional[int] = None  # stop after this many shards per process (a job time limit); rerun to go on
+    lease_seconds: float = 600.0  # a dead worker's shard is taken over this long after its last heartbeat
 
     def validate(self) -> None:
         if not self.teachers:
@@ -71,6 +74,8 @@ class ReinforceSettings:
         for name in ("num_augmentations", "samples_per_shard", "batch_size", "teacher_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lease_seconds > 0:
+            raise ValueError(f"--lease-seconds must be > 0, got {self.lease_seconds}")
         if self.captioner is not None and self.num_captions < 1:
             raise ValueError(f"--num-captions must be >= 1 with a captioner, got {self.num_captions}")
 
@@ -121,26 +126,35 @@ def _short(value: Any, limit: int = 160) -> str:
 
 
 def check_or_write_config(output: str, config: dict, is_main: bool) -> None:
-    """Write ``config.json``, or refuse an output folder made with a different configuration."""
+    """Write ``config.json``, or refuse an output folder made with a different configuration (also when another run
+    into the folder writes its own at the same moment: the file is created exclusively, the loser compares)."""
     path = os.path.join(output, "config.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            existing = json.load(f)
-        old, new = _comparable(existing), _comparable(json.loads(json.dumps(config)))
-        if old != new:
-            differing = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}"
-                                  for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
-            raise ValueError(
-                f"--output {output!r} already holds a reinforcement made with a different configuration ({differing})"
-                f"; refusing to mix them. Use a new --output folder, or rerun with the settings of {path}.")
-        return
-    foreign = glob.glob(os.path.join(output, "*.tar")) + glob.glob(os.path.join(output, "manifest.jsonl"))
-    if foreign:
-        raise ValueError(f"--output {output!r} holds {len(foreign)} shard/manifest file(s) (e.g. "
-                         f"{os.path.basename(foreign[0])!r}) but no config.json, so it was not written by this tool "
-                         f"(or its config.json was removed); refusing to mix. Use a new --output folder.")
-    if is_main:
-        atomic_write(path, json.dumps(config, indent=2, sort_keys=True).encode("utf-8"))
+    if not os.path.exists(path):
+        foreign = glob.glob(os.path.join(output, "*.tar")) + glob.glob(os.path.join(output, "manifest.jsonl"))
+        if foreign:
+            raise ValueError(f"--output {output!r} holds {len(foreign)} shard/manifest file(s) (e.g. "
+                             f"{os.path.basename(foreign[0])!r}) but no config.json, so it was not written by this "
+                             f"tool (or its config.json was removed); refusing to mix. Use a new --output folder.")
+        if not is_main or _create_exclusive(path, json.dumps(config, indent=2, sort_keys=True).encode("utf-8")):
+            return
+    with open(path, encoding="utf-8") as f:  # there, or another run created it first
+        existing = json.load(f)
+    old, new = _comparable(existing), _comparable(json.loads(json.dumps(config)))
+    if old != new:
+        differing = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}"
+                              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+        raise ValueError(
+            f"--output {output!r} already holds a reinforcement made with a different configuration ({differing})"
+            f"; refusing to mix them. Use a new --output folder, or rerun with the settings of {path}.")
+
+
+def _create_exclusive(path: str, data: bytes) -> bool:
+    tmp = f"{path}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+    atomic_write(tmp, data)
+    try:
+        return link_exclusive(tmp, path)
+    finally:
+        os.remove(tmp)
 
 
 def _human_bytes(n: float) -> str:

@@ -163,13 +163,16 @@ class Reinforcer:
                 sample.views = []
 
     def process_shard(self, shard: InputShard, progress: Optional[Callable[[int], None]] = None,
-                      written_by: Optional[dict] = None) -> dict:
-        """Write ``<output>/<name>.tar`` (via ``.partial``) and its manifest record; return the record."""
+                      written_by: Optional[dict] = None, partial: str | None = None,
+                      publish: Callable[..., dict | None] = commit_shard) -> dict | None:
+        """Write ``<output>/<name>.tar`` (via ``partial``, default ``<name>.tar.partial``) and its manifest record
+        with ``publish`` (run.py passes its claim's); return the record, None if another worker published it."""
         output = self.settings.output
         input_identity = shard.input_identity()  # before reading: the record names what was read
         skipped: Counter = Counter()
         num_uids, batch = 0, []
-        writer = ShardWriter(partial_shard_path(output, shard.name))
+        partial = partial or partial_shard_path(output, shard.name)
+        writer = ShardWriter(partial)
         try:
             for record in shard.read():
                 try:
@@ -195,4 +198,4 @@ class Reinforcer:
                     progress(len(batch))
         finally:
             writer.close()
-        return commit_shard(output, shard.name, shard.source, input_identity, num_uids, skipped, written_by)
+        return publish(output, shard.name, shard.source, input_identity, num_uids, skipped, written_by, partial)

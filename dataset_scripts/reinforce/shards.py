@@ -1,15 +1,17 @@
 """Output shards: byte-deterministic tar and embedding encodings, ``.partial`` + rename, the manifest and resume.
 
-A shard is written to ``<name>.tar.partial`` and renamed when complete, then its manifest record
+A shard is written to a ``<name>.tar...partial`` file of its own and published when complete by a hard link to
+``<name>.tar`` (which fails if the name exists: only one writer can ever publish a shard), then its manifest record
 ``_manifest/<name>.json`` (size, sha256, the identity of the input it was made from, skipped samples, which process
 wrote it) is written; a shard counts as done when both exist and agree on the size, so rerunning the same command
 after a crash or a kill resumes with the unfinished shards and never duplicates one (left-over ``*.partial`` files
-are removed). A rerun whose input at a done shard's position is not the recorded one (an input tar removed, another
+are removed; ``claims.py`` says who writes which shard). A rerun whose input at a done shard's position is not the recorded one (an input tar removed, another
 added) is refused, naming the changed inputs. When every shard is done, ``manifest.jsonl`` collects the records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import hashlib
@@ -17,12 +19,15 @@ import io
 import json
 import os
 import tarfile
+import uuid
 import zipfile
 from collections import Counter
 from typing import Optional
 
 import numpy as np
 import torch
+
+from .claims import link_exclusive
 
 MANIFEST_DIR = "_manifest"
 PARTIAL_SUFFIX = ".partial"
@@ -63,7 +68,7 @@ class ShardWriter:
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}{PARTIAL_SUFFIX}"
+    tmp = f"{path}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"  # unique across the machines sharing the folder
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -75,18 +80,22 @@ def shard_path(output: str, name: str) -> str:
     return os.path.join(output, f"{name}.tar")
 
 
-def partial_shard_path(output: str, name: str) -> str:
-    """Where a shard is written until it is complete."""
-    return f"{shard_path(output, name)}{PARTIAL_SUFFIX}"
+def partial_shard_path(output: str, name: str, tag: str = "") -> str:
+    """Where a shard is written until it is complete (``tag``: the writer's claim, so writers never share one)."""
+    return f"{shard_path(output, name)}{'.' + tag if tag else ''}{PARTIAL_SUFFIX}"
 
 
 def commit_shard(output: str, name: str, source: str, input_identity: dict, num_uids: int, skipped: Counter,
-                 written_by: Optional[dict]) -> dict:
-    """Rename the complete ``.partial`` shard to ``<name>.tar``, then write its manifest record; return the record."""
-    final, partial = shard_path(output, name), partial_shard_path(output, name)
+                 written_by: dict | None, partial: str | None = None) -> dict | None:
+    """Publish the complete ``partial`` shard (default ``<name>.tar.partial``) as ``<name>.tar``, then write its
+    manifest record; return the record, or None (and drop ``partial``) if another worker published it first."""
+    final, partial = shard_path(output, name), partial or partial_shard_path(output, name)
     with open(partial, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    os.replace(partial, final)
+    published = link_exclusive(partial, final)
+    os.remove(partial)
+    if not published:
+        return None
     record = {"shard": f"{name}.tar", "num_uids": num_uids, "bytes": os.path.getsize(final),
               "sha256": digest, "source": source, "input": input_identity, "skipped": dict(sorted(skipped.items())),
               "written_by": written_by or {"process_index": 0, "num_processes": 1}}
@@ -143,16 +152,35 @@ def unfinished_shards(output: str, shards: list) -> list:
     return pending
 
 
-def write_manifest(output: str) -> list[dict]:
-    """Collect the per-shard records into ``manifest.jsonl`` (one ``{"shard", "num_uids", ...}`` per line)."""
+def manifest_lines(output: str) -> tuple[str, list[dict]]:
+    """``manifest.jsonl``'s text (one ``{"shard", "num_uids", ...}`` per line, from the per-shard records) and the
+    records."""
     records = []
     for path in sorted(glob.glob(os.path.join(output, MANIFEST_DIR, "*.json"))):
         with open(path, encoding="utf-8") as f:
             records.append(json.load(f))
     keys = ("shard", "num_uids", "bytes", "sha256", "source", "input", "skipped")
-    lines = "".join(json.dumps({k: r[k] for k in keys}, sort_keys=True) + "\n" for r in records)
+    return "".join(json.dumps({k: r[k] for k in keys}, sort_keys=True) + "\n" for r in records), records
+
+
+def write_manifest(output: str) -> list[dict]:
+    """Collect the per-shard records into ``manifest.jsonl``; return them."""
+    lines, records = manifest_lines(output)
     atomic_write(os.path.join(output, "manifest.jsonl"), lines.encode("utf-8"))
     return records
+
+
+def clear_shard(output: str, name: str) -> list[str]:
+    """Before a new claim writes shard ``name``: remove the half-written files of its earlier claimants, and a
+    ``<name>.tar`` without its record (its publisher died between the two); returns what was removed."""
+    final = shard_path(output, name)
+    stale = glob.glob(f"{glob.escape(final)}*{PARTIAL_SUFFIX}")
+    if os.path.exists(final) and not shard_done(output, name):
+        stale.append(final)
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):  # a lost claimant may drop its own at the same time
+            os.remove(path)
+    return stale
 
 
 def remove_stale_partials(output: str) -> list[str]:
@@ -160,5 +188,6 @@ def remove_stale_partials(output: str) -> list[str]:
     stale = glob.glob(os.path.join(output, f"*{PARTIAL_SUFFIX}"))
     stale += glob.glob(os.path.join(output, MANIFEST_DIR, f"*{PARTIAL_SUFFIX}"))
     for path in stale:
-        os.remove(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
     return stale
