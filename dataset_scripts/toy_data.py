@@ -124,7 +124,7 @@ class ToySpec:
     teacher_images: int = 2048
     teacher_steps: int = 300
     teacher_batch_size: int = 64
-    teacher_lr: float = 2e-3
+    teacher_lr: float = 5e-3
     seed: int = 0
 
     def key(self) -> str:
@@ -192,16 +192,19 @@ def jpeg_bytes(img: PIL.Image.Image) -> bytes:
 
 
 def alt_text(scene: Scene, rng: random.Random) -> str:
-    """Web alt-text: often uninformative, often partial, sometimes wrong (10 % name another colour)."""
+    """Web alt-text: often uninformative, often partial, sometimes wrong (10 % name another colour), sometimes a
+    sentence in the zero-shot pipeline's form ("This is a photo of a red ring.": synthetic captions, cut at the
+    first full stop as Apple's are, never end with one)."""
     colour = scene.colour if rng.random() > 0.1 else rng.choice(sorted(set(COLOURS) - {scene.colour}))
     kind = rng.random()
-    if kind < 0.35:
+    if kind < 0.3:
         return rng.choice([f"IMG_{rng.randrange(10000):04d}.jpg", f"DSC{rng.randrange(10000):04d}", "untitled",
                            f"photo {rng.randrange(1000)}", "image", "free shipping", "click to enlarge"])
-    if kind < 0.8:
+    if kind < 0.65:
         return rng.choice([f"{colour} thing", f"my {scene.shape}", scene.shape, colour,
                            f"{scene.shape} on {scene.background}"])
-    return rng.choice([f"{colour} {scene.shape} for sale", f"nice {colour} {scene.shape}"])
+    return rng.choice([f"{colour} {scene.shape} for sale", f"nice {colour} {scene.shape}",
+                       *(t.format(colour=colour, shape=scene.shape) for t in _PROMPT_TEMPLATES)])
 
 
 def position(centre: tuple[float, float]) -> str:

@@ -189,6 +189,24 @@ def train_and_check_learning(cache_dir, out, *extra, steps=60, decrease=1.0):
 def test_loss_decreases(cache_dir, tmp_path):
     # MCi (BatchNorm, RepMixer layer scales starting at 1e-5) needs more steps than the ViT students below.
     train_and_check_learning(cache_dir, tmp_path / "run", steps=100, decrease=0.85)
+    check_widgets_name_the_true_class(tmp_path / "run")
+
+
+def check_widgets_name_the_true_class(out):
+    """The card's widgets are held-out toy pictures; the saved model, run by the zero-shot pipeline with its default
+    prompt, names each one's true class first, and the card shows that output."""
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    truth = {f"widget/{c}-{s}-on-{b}.png": f"{c} {s}" for c, s, b, _, _ in toy_data.WIDGET_SCENES}
+    widgets = ModelCard.load(out / "README.md").data.widget
+    assert sorted(w["src"] for w in widgets) == sorted(truth)
+    classifier = pipeline("zero-shot-image-classification", model=str(out))
+    for widget in widgets:
+        labels = widget["candidate_labels"].split(", ")
+        assert truth[widget["src"]] in labels and len(labels) == 4
+        result = classifier(PIL.Image.open(out / widget["src"]), candidate_labels=labels)
+        assert result[0]["label"] == widget["output"][0]["label"] == truth[widget["src"]], (widget, result)
 
 
 def test_gradient_checkpointing_accumulation_and_bf16(cache_dir, tmp_path):
