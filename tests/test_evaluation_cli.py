@@ -228,14 +228,14 @@ def test_zeroshot_default_templates_bf16_limit_and_main_metric(tiny_mobileclip, 
 
 def test_a_model_with_its_own_templates_is_evaluated_with_them_by_default(tiny_clip, image_folder, templates_file,
                                                                          tmp_path, capsys):
-    from modeling_mobileclip.evaluation.prompts import MODEL_TEMPLATES_FILE, save_model_templates
+    from modeling_mobileclip.evaluation import prompts
 
     model = tmp_path / "model"
     shutil.copytree(tiny_clip, model)
     common = ("--model", model, "--task", "zeroshot-classification", "--dataset", image_folder, "--limit", "3")
     run(*common, tmp_path=tmp_path)
     assert "x 80 templates" in capsys.readouterr().err  # no file: the 80 CLIP prompts
-    assert save_model_templates(model, TEMPLATES) == model / MODEL_TEMPLATES_FILE
+    assert prompts.save_model_templates(model, TEMPLATES) == model / prompts.MODEL_TEMPLATES_FILE
     own = run(*common, tmp_path=tmp_path)
     assert f"x {len(TEMPLATES)} templates" in capsys.readouterr().err
     assert own["metrics"] == run(*common, "--templates", templates_file, tmp_path=tmp_path)["metrics"]
