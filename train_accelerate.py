@@ -28,6 +28,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
+from modeling_mobileclip.evaluation.prompts import save_model_templates
 from modeling_mobileclip.training.args import parse_args
 from modeling_mobileclip.training.card import training_card
 from modeling_mobileclip.training.checkpoints import (
@@ -250,6 +251,8 @@ def finish(run: Run, args) -> Path:
         if card is None:
             print("No --license given: the model card (README.md) was not written; rerun the save with --license.")
         run.student.save(accelerator.unwrap_model(run.model), state_dict, out, card)
+        if args.train_data is None or args.eval_templates is not None:  # the toy set's prompts, or the user's
+            save_model_templates(out, run.eval_roles.get("templates") or [])
         run.hub.final()
     accelerator.wait_for_everyone()
     accelerator.end_training()

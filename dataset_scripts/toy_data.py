@@ -2,7 +2,7 @@
 
     python -m dataset_scripts.toy_data                    # builds once (~1-2 min on 2 CPU cores), prints the folder
     from dataset_scripts.toy_data import build_toy_datacompdr
-    root = build_toy_datacompdr()                         # <cache>/toy-v4-<hash>/{train/*.tar, eval/, teachers/}
+    root = build_toy_datacompdr()                         # <cache>/toy-v5-<hash>/{train/*.tar, eval/, teachers/}
 
 Everything is generated from a seed; nothing is downloaded. The pipeline is the real one at micro scale:
 
@@ -50,7 +50,7 @@ import torch
 
 from .augment_replay import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, AugmentationSampler
 
-TOY_VERSION = 4
+TOY_VERSION = 5
 IMAGE_SIZE = 64
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 215, 30),
            "purple": (140, 40, 170), "orange": (245, 140, 20)}
@@ -60,16 +60,23 @@ SIZES = {"small": (12.0, 15.0), "large": (19.0, 23.0)}  # half-extent r in pixel
 _BAR = (1.25, 0.45)  # a bar's half-width and half-height in units of r
 _SIZE_THRESHOLD = 17.0  # r between the two size ranges
 
-# A prompt ensemble over the attributes that are not the class (no full stop: no caption here has one).
-EVAL_TEMPLATES = ("a {}", "a small {}", "a large {}", "a {} on a white background", "a {} on a black background",
-                  "a {} on a grey background")
+# The zero-shot pipeline's default prompt (`hypothesis_template`, the Hub widget's too): the toy captions include its
+# form, so a user's first `pipeline("zero-shot-image-classification", ...)` call asks the model what it was taught.
+PIPELINE_TEMPLATE = "This is a photo of {}."
+# The trained model's own prompt ensemble (saved with it, see `evaluation.prompts.MODEL_TEMPLATES_FILE`): the pipeline's
+# prompt and prompts over the attributes that are not the class.
+EVAL_TEMPLATES = (PIPELINE_TEMPLATE, "a {}", "a small {}", "a large {}", "a {} on a white background",
+                  "a {} on a black background", "a {} on a grey background")
+_PROMPT_TEMPLATES = ("This is a photo of {colour} {shape}.", "This is a photo of a {colour} {shape}.")
 _SYNTHETIC_TEMPLATES = (
     "a {size} {colour} {shape} on a {background} background",
     "a photo of a {colour} {shape} {where}",
     "a {background} picture with a {size} {colour} {shape} {where}",
     "{colour} {shape}, {size}, {where}, {background} background",
+    *_PROMPT_TEMPLATES,
 )
-_TEACHER_TEMPLATES = ("{colour} {shape} on {background}", "a {size} {colour} {shape}", "a {colour} {shape} {where}")
+_TEACHER_TEMPLATES = ("{colour} {shape} on {background}", "a {size} {colour} {shape}", "a {colour} {shape} {where}",
+                      *_PROMPT_TEMPLATES)
 
 # Tiny MobileCLIP preset shared by the toy teachers and the training script's default student.
 _TINY_TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4,
@@ -117,7 +124,7 @@ class ToySpec:
     teacher_images: int = 2048
     teacher_steps: int = 300
     teacher_batch_size: int = 64
-    teacher_lr: float = 2e-3
+    teacher_lr: float = 5e-3
     seed: int = 0
 
     def key(self) -> str:
@@ -185,16 +192,19 @@ def jpeg_bytes(img: PIL.Image.Image) -> bytes:
 
 
 def alt_text(scene: Scene, rng: random.Random) -> str:
-    """Web alt-text: often uninformative, often partial, sometimes wrong (10 % name another colour)."""
+    """Web alt-text: often uninformative, often partial, sometimes wrong (10 % name another colour), sometimes a
+    sentence in the zero-shot pipeline's form ("This is a photo of a red ring.": synthetic captions, cut at the
+    first full stop as Apple's are, never end with one)."""
     colour = scene.colour if rng.random() > 0.1 else rng.choice(sorted(set(COLOURS) - {scene.colour}))
     kind = rng.random()
-    if kind < 0.35:
+    if kind < 0.3:
         return rng.choice([f"IMG_{rng.randrange(10000):04d}.jpg", f"DSC{rng.randrange(10000):04d}", "untitled",
                            f"photo {rng.randrange(1000)}", "image", "free shipping", "click to enlarge"])
-    if kind < 0.8:
+    if kind < 0.65:
         return rng.choice([f"{colour} thing", f"my {scene.shape}", scene.shape, colour,
                            f"{scene.shape} on {scene.background}"])
-    return rng.choice([f"{colour} {scene.shape} for sale", f"nice {colour} {scene.shape}"])
+    return rng.choice([f"{colour} {scene.shape} for sale", f"nice {colour} {scene.shape}",
+                       *(t.format(colour=colour, shape=scene.shape) for t in _PROMPT_TEMPLATES)])
 
 
 def position(centre: tuple[float, float]) -> str:
@@ -330,13 +340,15 @@ def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log) -> list:
         start = time.perf_counter()
         train_teacher(model, processor, images, captions, groups, spec, seed=spec.seed * 100 + k)
         accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, list(EVAL_TEMPLATES))["acc1"]
+        prompt_accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, [PIPELINE_TEMPLATE])["acc1"]
         model.save_pretrained(folder / name)
         processor.save_pretrained(folder / name)
         scale = round(float(model.logit_scale.detach().exp().clamp(max=100)), 2)
         log(f"  teacher {name} ({width}-d): {spec.teacher_steps} steps in {time.perf_counter() - start:.0f} s, "
-            f"held-out zero-shot acc1 {accuracy:.3f}, logit scale {scale}")
+            f"held-out zero-shot acc1 {accuracy:.3f} ({prompt_accuracy:.3f} with {PIPELINE_TEMPLATE!r} alone), "
+            f"logit scale {scale}")
         teachers.append(dict(name=f"toy-teacher-{name}", model=model, processor=processor, width=width,
-                             logit_scale=scale, zeroshot_acc1=accuracy))
+                             logit_scale=scale, zeroshot_acc1=accuracy, zeroshot_acc1_pipeline_prompt=prompt_accuracy))
     for t in teachers:
         t["teacher"] = teacher_from_transformers(t.pop("model"), t.pop("processor"), t["name"])
     return teachers
@@ -389,6 +401,36 @@ def build_eval_set(folder: Path, seed: int):
     return datasets.load_from_disk(str(folder))
 
 
+# The model card's widget examples: held-out pictures (colour, shape, background, size), each with four candidate
+# labels: its class, its colour with another shape, its shape in another colour and a third class.
+WIDGET_SCENES = (
+    ("red", "ring", "black", "large", ("red ring", "red circle", "blue ring", "green triangle")),
+    ("blue", "triangle", "white", "large", ("blue triangle", "blue bar", "yellow triangle", "red circle")),
+    ("yellow", "bar", "grey", "large", ("yellow bar", "yellow circle", "purple bar", "green ring")),
+)
+
+
+def widget_examples(eval_ds) -> list[dict]:
+    """The widget examples of a model trained on the toy set (`hub_cards.generate_model_card(widget_images=...)`):
+    pictures of the held-out set `eval_ds` with candidate labels from its class names; `label` is the true one."""
+    names = eval_ds.features["label"].names
+    examples = []
+    for colour, shape, background, size, labels in WIDGET_SCENES:
+        if f"{colour} {shape}" != labels[0] or not set(labels) <= set(names):
+            raise ValueError(f"WIDGET_SCENES entry {(colour, shape)} has labels {labels} that are not classes of "
+                             f"the held-out set (or do not start with the true one); classes: {names}.")
+        index = (((sorted(COLOURS).index(colour) * len(SHAPES) + SHAPES.index(shape)) * len(BACKGROUNDS)
+                  + sorted(BACKGROUNDS).index(background)) * len(SIZES) + sorted(SIZES).index(size))
+        row = eval_ds[index]
+        if names[row["label"]] != labels[0] or f" {size} " not in row["caption"] or background not in row["caption"]:
+            raise ValueError(f"held-out row {index} is {row['caption']!r}, not a {size} {colour} {shape} on "
+                             f"{background}: the held-out set's order changed; update widget_examples.")
+        examples.append({"image": row["image"], "candidate_labels": list(labels), "label": labels[0],
+                         "example_title": f"A {size} {colour} {shape} on {background} (held-out toy picture)",
+                         "src": f"widget/{colour}-{shape}-on-{background}.png"})
+    return examples
+
+
 @contextlib.contextmanager
 def _one_thread():
     # The models are tiny: thread start-up and synchronisation cost more than the maths (and far more on a shared CPU).
@@ -427,7 +469,8 @@ def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLik
         record = {"spec": dataclasses.asdict(spec), "version": TOY_VERSION, "num_train": summary["total_uids"],
                   "num_eval": len(eval_ds), "eval_classnames": eval_ds.features["label"].names,
                   "eval_templates": list(EVAL_TEMPLATES), "build_seconds": round(time.perf_counter() - start, 1),
-                  "teachers": [{k: t[k] for k in ("name", "width", "logit_scale", "zeroshot_acc1")} for t in teachers]}
+                  "teachers": [{k: t[k] for k in ("name", "width", "logit_scale", "zeroshot_acc1",
+                                                "zeroshot_acc1_pipeline_prompt")} for t in teachers]}
         (tmp / "toy.json").write_text(json.dumps(record, indent=1))
         try:
             os.rename(tmp, target)

@@ -9,6 +9,7 @@ CLI reports is recomputed here without `modeling_mobileclip.evaluation.zeroshot`
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -223,6 +224,23 @@ def test_zeroshot_default_templates_bf16_limit_and_main_metric(tiny_mobileclip, 
     acc1 = row["metrics"]["acc1"]
     assert 0.0 <= acc1 <= 1.0 and (acc1 * 4) == pytest.approx(round(acc1 * 4))  # 4 images were scored
     assert row["metrics"]["main_metric"] == row["metrics"]["mean_per_class_recall"]
+
+
+def test_a_model_with_its_own_templates_is_evaluated_with_them_by_default(tiny_clip, image_folder, templates_file,
+                                                                         tmp_path, capsys):
+    from modeling_mobileclip.evaluation import prompts
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_clip, model)
+    common = ("--model", model, "--task", "zeroshot-classification", "--dataset", image_folder, "--limit", "3")
+    run(*common, tmp_path=tmp_path)
+    assert "x 80 templates" in capsys.readouterr().err  # no file: the 80 CLIP prompts
+    assert prompts.save_model_templates(model, TEMPLATES) == model / prompts.MODEL_TEMPLATES_FILE
+    own = run(*common, tmp_path=tmp_path)
+    assert f"x {len(TEMPLATES)} templates" in capsys.readouterr().err
+    assert own["metrics"] == run(*common, "--templates", templates_file, tmp_path=tmp_path)["metrics"]
+    run(*common, "--templates", "photo", tmp_path=tmp_path)  # --templates wins over the model's own
+    assert "x 1 templates" in capsys.readouterr().err
 
 
 def test_saved_dataset_and_parquet_give_the_same_row(tiny_clip, tmp_path):

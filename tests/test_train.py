@@ -183,6 +183,30 @@ def train_and_check_learning(cache_dir, out, *extra, steps=60, decrease=1.0):
 def test_loss_decreases(cache_dir, tmp_path):
     # MCi (BatchNorm, RepMixer layer scales starting at 1e-5) needs more steps than the ViT students below.
     train_and_check_learning(cache_dir, tmp_path / "run", steps=100, decrease=0.85)
+    check_widgets_are_held_out_pictures(cache_dir, tmp_path / "run")
+
+
+def check_widgets_are_held_out_pictures(cache_dir, out):
+    """The card's widgets are held-out toy pictures with their true class among four class names, and each output
+    is what the zero-shot pipeline (default prompt) returns for the saved model. Whether the top label is the true
+    one depends on the model: the main job's is (docs/training.md); this 100-step test model's need not be."""
+    import datasets
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    eval_ds = datasets.load_from_disk(str(build_toy_datacompdr(ToySpec(**SPEC), cache_dir) / "eval"))
+    truth = {w["src"]: w for w in toy_data.widget_examples(eval_ds)}
+    widgets = ModelCard.load(out / "README.md").data.widget
+    assert sorted(w["src"] for w in widgets) == sorted(truth) and len(widgets) == 3
+    classifier = pipeline("zero-shot-image-classification", model=str(out))
+    for widget in widgets:
+        expected, image = truth[widget["src"]], PIL.Image.open(out / widget["src"])
+        labels = widget["candidate_labels"].split(", ")
+        assert labels == expected["candidate_labels"] and expected["label"] in labels
+        assert set(labels) <= set(eval_ds.features["label"].names)
+        assert np.array_equal(np.asarray(image), np.asarray(expected["image"].convert("RGB")))  # PNG: lossless
+        result = classifier(image, candidate_labels=labels)
+        assert [r["label"] for r in result] == [o["label"] for o in widget["output"]]
 
 
 def test_gradient_checkpointing_accumulation_and_bf16(cache_dir, tmp_path):

@@ -43,7 +43,7 @@ def test_config_booleans_and_lists_and_the_command_line_wins(tmp_path):
 
 
 def test_length_flags_and_their_defaults():
-    assert parse_args([]).max_steps == 200
+    assert parse_args([]).max_steps == 1000
     args = parse_args(["--epochs", "2"])
     assert (args.max_steps, args.epochs) == (None, 2)
     with pytest.raises(SystemExit):

@@ -30,7 +30,7 @@ from .eval_dataset import (
     resolve_image_column,
     resolve_label_column,
 )
-from .prompts import TEMPLATE_SETS, load_templates
+from .prompts import MODEL_TEMPLATES_FILE, TEMPLATE_SETS, load_templates, model_templates
 from .zeroshot import retrieval_recall, zeroshot_accuracy
 
 TASKS = ("zeroshot-classification", "retrieval")
@@ -64,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", help="Split to evaluate (default: the only split, else test, else validation).")
     parser.add_argument(
-        "--templates", default="openai-imagenet",
+        "--templates", default=None,
         help=f"Prompt templates: a shipped set {sorted(TEMPLATE_SETS)} or a .json list / .txt file with '{{}}' "
-        "where the class name goes (default: openai-imagenet, the 80 CLIP prompts).",
+        f"where the class name goes (default: the model's own, {MODEL_TEMPLATES_FILE} in its folder or repo, "
+        "else openai-imagenet, the 80 CLIP prompts).",
     )
     parser.add_argument(
         "--classnames",
@@ -188,6 +189,13 @@ def _default_key(spec: str) -> str:
     return spec
 
 
+def _templates(args) -> list[str]:
+    """--templates, else the model's own (`MODEL_TEMPLATES_FILE`), else the 80 CLIP prompts."""
+    if args.templates is not None:
+        return load_templates(args.templates)
+    return model_templates(args.model) or load_templates("openai-imagenet")
+
+
 def result_row(key: str, dataset_name: str, metrics: dict, main_metric: str) -> dict:
     """A datacomp row: `{"key", "dataset", "metrics"}` with `metrics["main_metric"]` set last, as Apple's are."""
     if main_metric not in metrics:
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     main_metric = args.main_metric or DEFAULT_MAIN_METRIC[args.task]
     # Validate everything cheap before loading weights or decoding images.
-    templates = load_templates(args.templates) if args.task == "zeroshot-classification" else None
+    templates = _templates(args) if args.task == "zeroshot-classification" else None
 
     dataset = load_eval_dataset(args.dataset, args.split, args.cache_dir)
     if args.limit is not None:

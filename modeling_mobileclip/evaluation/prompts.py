@@ -1,4 +1,5 @@
-"""Prompt templates and class names for zero-shot classification: the shipped sets (`data/`) or a user's file.
+"""Prompt templates and class names for zero-shot classification: the shipped sets (`data/`), a user's file, or the
+model's own templates (`zero_shot_templates.json` saved next to its weights, e.g. by `train_accelerate.py`).
 
 A template holds `{}` where the class name goes; `zeroshot.zeroshot_classifier` fills it.
 """
@@ -18,6 +19,9 @@ TEMPLATE_SETS = {
     "openai-imagenet": DATA_DIR / "openai_imagenet_templates.json",
     "photo": ["a photo of a {}."],
 }
+# The prompts a model was trained and evaluated with, saved in its folder (a JSON list); `mobileclip-eval` uses them
+# when no --templates is given.
+MODEL_TEMPLATES_FILE = "zero_shot_templates.json"
 CLASSNAME_SETS = {
     # OpenAI's curated ImageNet-1k names, in class-index (sorted WordNet id) order.
     "imagenet": DATA_DIR / "imagenet_classnames.json",
@@ -84,3 +88,26 @@ def load_classnames(name_or_path: str | Path) -> list[str]:
     """A shipped class-name list (`CLASSNAME_SETS`) by name, or a `.json` list / `.txt` file (one per line)."""
     fix = "with one class name per label index"
     return check_classnames(_load_shipped_or_file(name_or_path, CLASSNAME_SETS, "classnames", fix))
+
+
+def save_model_templates(folder: str | Path, templates: Sequence[str]) -> Path:
+    """Write a model's own prompt templates next to its weights (`MODEL_TEMPLATES_FILE`)."""
+    path = Path(folder) / MODEL_TEMPLATES_FILE
+    path.write_text(json.dumps(check_templates(templates), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def model_templates(model_name_or_path: str | Path) -> list[str] | None:
+    """A model's own prompt templates (`MODEL_TEMPLATES_FILE` in its folder or Hub repo), or None if it has none."""
+    local = Path(model_name_or_path)
+    if local.is_dir():
+        path = local / MODEL_TEMPLATES_FILE
+        return check_templates(_read_string_list(path, "model templates")) if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:  # a Hub id: the file is optional (offline and not cached, or not in the repo: no templates)
+        path = hf_hub_download(str(model_name_or_path), MODEL_TEMPLATES_FILE)
+    except EntryNotFoundError:
+        return None
+    return check_templates(_read_string_list(Path(path), "model templates"))

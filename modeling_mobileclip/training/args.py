@@ -49,7 +49,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     data.add_argument("--teacher-logit-scales", default=None, help="one per teacher (default: dataset metadata)")
 
     length = p.add_argument_group("length (the first limit reached ends training)")
-    length.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: 200 unless --epochs or "
+    length.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: 1000 unless --epochs or "
                         "--samples is given)")
     length.add_argument("--epochs", type=int, default=None, help="passes over the training data")
     length.add_argument("--samples", type=int, default=None, help="training samples (rounded up to whole global "
@@ -172,7 +172,7 @@ def finish_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ar
     if args.num_workers < 0:
         parser.error(f"--num-workers {args.num_workers}: expected 0 (load in the training process) or more")
     if args.max_steps is None and args.epochs is None and args.samples is None:
-        args.max_steps = 200
+        args.max_steps = 1000
     if not 0 <= args.mix_ratio <= 1:
         parser.error(f"--mix-ratio {args.mix_ratio}: expected a share between 0 and 1")
     return args

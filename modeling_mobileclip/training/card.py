@@ -44,9 +44,14 @@ def training_card(run, args) -> dict | None:
         return None
     eval_results = [{"key": Path(str(run.eval_roles["spec"])).name, "dataset": "held-out evaluation",
                      "metrics": {k[5:]: v for k, v in run.last_eval.items()}}] if run.last_eval else []
-    return card_fields(args, sources["license"], sources["datasets"], run.data.teacher_rows, eval_results,
-                       {"num_processes": run.accelerator.num_processes, "total_steps": run.total_steps,
-                        "data_mode": run.data.mode})
+    fields = card_fields(args, sources["license"], sources["datasets"], run.data.teacher_rows, eval_results,
+                         {"num_processes": run.accelerator.num_processes, "total_steps": run.total_steps,
+                          "data_mode": run.data.mode})
+    if args.train_data is None and args.eval_data is None:  # the toy set: widgets show pictures of its domain
+        from dataset_scripts.toy_data import widget_examples
+
+        fields["widget_images"] = widget_examples(run.eval_roles["ds"])
+    return fields
 
 
 def card_fields(args, license: str, data: list, teachers: list[dict], eval_results: list[dict],

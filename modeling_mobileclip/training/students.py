@@ -158,7 +158,7 @@ class MobileCLIPStudent(Student):
         return generate_model_card(
             model, variant, repo_id=card["repo_id"], processor=processor, converted_from_apple=False,
             license=card["license"], base_model=card["base_model"], datasets=card["datasets"],
-            eval_results=card["eval_results"], training=card["training"])
+            eval_results=card["eval_results"], training=card["training"], widget_images=card.get("widget_images"))
 
 
 def _mobileclip_variants():
