@@ -37,14 +37,14 @@ def _decode(read, item_id: str) -> Decoded:
 class FolderImages(torch.utils.data.Dataset):
     """Every image file under `root` (recursively, sorted by relative path); ids are the relative paths."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, flag: str = "--images"):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"--images {str(root)!r} is not a folder; pass a folder of images or a dataset.")
+            raise ValueError(f"{flag} {str(root)!r} is not a folder; pass a folder of images or a dataset.")
         self.paths = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.paths:
-            raise ValueError(f"--images {str(root)!r} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files (searched "
+            raise ValueError(f"{flag} {str(root)!r} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files (searched "
                              f"recursively); pass the folder that holds the images.")
 
     def __len__(self) -> int:
@@ -85,7 +85,8 @@ class DatasetImages(torch.utils.data.Dataset):
         return _decode(read, self.ids[index])
 
 
-def image_source(images, image_column: str | None = None, id_column: str | None = None) -> torch.utils.data.Dataset:
+def image_source(images, image_column: str | None = None, id_column: str | None = None,
+                 flag: str = "--images") -> torch.utils.data.Dataset:
     """`images`: a folder of image files, a dataset spec (save_to_disk folder, imagefolder with class folders is
     read as plain files, `.parquet`, hub id) or a `datasets.Dataset`; the image column is found from the features."""
     import datasets
@@ -98,6 +99,6 @@ def image_source(images, image_column: str | None = None, id_column: str | None 
     path = Path(spec)
     saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
     if path.is_dir() and not saved:
-        return FolderImages(path)
+        return FolderImages(path, flag)
     dataset = load_eval_dataset(spec)
     return DatasetImages(dataset, resolve_image_column(dataset, image_column, spec), id_column)
