@@ -76,8 +76,8 @@ def main(argv=None) -> dict:
         except OSError as err:
             raise ValueError(f"--model {args.model!r} has no processor ({str(err).strip().splitlines()[0]}); save "
                              f"one next to the weights with `processor.save_pretrained(...)`.") from err
-    common = dict(batch_size=args.batch_size, shard_size=args.shard_size, progress=not args.no_progress,
-                  model_name=args.model)
+    common = {"batch_size": args.batch_size, "shard_size": args.shard_size, "progress": not args.no_progress,
+              "model_name": args.model}
     if texts is not None:
         record = embed_texts(model, processor, texts, args.output, source=str(args.texts), **common)
         print(f"Embedded {record['count']} texts into {args.output}/", file=sys.stderr)

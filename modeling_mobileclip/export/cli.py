@@ -39,11 +39,23 @@ from transformers import AutoProcessor
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
 from ..conversion.staging import check_parent_writable
-from .coreml_export import coreml_runtime_available, export_coreml, import_coremltools, verify_coreml
+from .coreml_export import (
+    coreml_runtime_available,
+    export_coreml,
+    import_coremltools,
+    verify_coreml,
+)
 from .encoders import load_fused_model
 from .onnx_export import export_onnx, verify_onnx
 from .parity import format_report, labelled_set, parity_report
-from .precision import PRECISIONS, calibration_batches, convert_precision, encoder_file, file_megabytes, parse_precision
+from .precision import (
+    PRECISIONS,
+    calibration_batches,
+    convert_precision,
+    encoder_file,
+    file_megabytes,
+    parse_precision,
+)
 
 FORMATS = ("onnx", "coreml")
 EXTENSIONS = {"onnx": ".onnx", "coreml": ".mlpackage"}
@@ -81,8 +93,12 @@ def _load_processor(args):
 
 
 def _labelled(args, processor, model):
-    from ..evaluation.eval_dataset import load_eval_dataset, resolve_classnames, resolve_image_column, \
-        resolve_label_column
+    from ..evaluation.eval_dataset import (
+        load_eval_dataset,
+        resolve_classnames,
+        resolve_image_column,
+        resolve_label_column,
+    )
     from ..evaluation.prompts import load_templates
 
     dataset = load_eval_dataset(args.eval_data)

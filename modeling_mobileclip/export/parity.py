@@ -93,7 +93,7 @@ def parity_report(model, folder: Path, precisions: dict[str, dict], labelled: La
                                   "templates": len(labelled.input_ids) // labelled.num_classes}
         # How many classes fp32 predicts: an agreement is only telling when the reference does not predict one class.
         report["pytorch_fp32"] = {"top1_accuracy": float((ref_pred == labelled.labels).mean()),
-                                  "distinct_predictions": int(len(np.unique(ref_pred)))}
+                                  "distinct_predictions": len(np.unique(ref_pred))}
     for name, files in precisions.items():
         got = _onnx_embeds(folder, files, inputs)
         entry = {"image_encoder": files["image"], "text_encoder": files["text"],

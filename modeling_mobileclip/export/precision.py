@@ -71,7 +71,12 @@ def _quantize_dynamic(source: Path, target: Path, work: Path) -> None:
 
 
 def _quantize_static(source: Path, target: Path, work: Path, calibration: list[np.ndarray]) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     # Only the weight-carrying ops: elementwise ops, softmax and normalisations stay float (on the tiny test model,
     # quantising every op made the embeddings' mean cosine to fp32 0.931, these three 0.956).
