@@ -35,7 +35,6 @@ from common import (
     machine_header,
     median_ms,
     parse_benchmark_args,
-    tiny_config,
     trained_magnitudes,
     write_results,
 )
@@ -64,54 +63,44 @@ def convert_all(model, processor, folder: Path, precisions, calibration_images: 
     return {name: convert_precision(folder, name, calibration) for name in precisions}
 
 
-def speed_rows(model, processor, precisions, schedule: Schedule, threads: int, batches: tuple[int, int],
-               calibration_images: int):
-    module, config = ImageEncoder(model), model.config
+def speed_rows(model, folder: Path, files: dict, schedule: Schedule, threads: int, batches: tuple[int, int]):
+    """Seconds per call of PyTorch eager fp32 and of each precision's image encoder, interleaved, per batch size."""
+    module, size = ImageEncoder(model), model.config.vision_config.image_size
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    size = config.vision_config.image_size
+    sessions = {name: onnxruntime.InferenceSession(str(folder / f["image"]), options,
+                                                   providers=["CPUExecutionProvider"])
+                for name, f in files.items()}
     timings = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        files = convert_all(model, processor, Path(tmp), precisions, calibration_images)
-        sessions = {name: onnxruntime.InferenceSession(str(Path(tmp) / f["image"]), options,
-                                                       providers=["CPUExecutionProvider"])
-                    for name, f in files.items()}
-        megabytes = {name: (Path(tmp) / f["image"]).stat().st_size / 2**20 for name, f in files.items()}
-        for batch in batches:
-            x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
-            feed = {"pixel_values": x.numpy()}
-            candidates = {"pytorch": lambda x=x: module(x)}
-            for name, session in sessions.items():
-                candidates[name] = lambda session=session, feed=feed: session.run(None, feed)
-            with torch.inference_mode():
-                timings[batch] = interleaved_times(candidates, schedule)
-    return timings, megabytes
+    for batch in batches:
+        x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+        feed = {"pixel_values": x.numpy()}
+        candidates = {"pytorch": lambda x=x: module(x)}
+        for name, session in sessions.items():
+            candidates[name] = lambda session=session, feed=feed: session.run(None, feed)
+        with torch.inference_mode():
+            timings[batch] = interleaved_times(candidates, schedule)
+    return timings
 
 
-def parity(model_dir: Path | None, eval_dir: Path | None, precisions, quick: bool, tokenizer=None) -> dict:
+def trained_parity(model_dir: Path | None, eval_dir: Path | None, precisions, folder: Path) -> dict:
+    """The parity report of the trained toy teacher (built once by dataset_scripts.toy_data unless given)."""
     import datasets
 
-    with tempfile.TemporaryDirectory() as tmp:
-        if quick:  # the toy teacher's architecture, random: the numbers mean nothing, the path runs
-            model, processor = toy_data.tiny_mobileclip()
-            eval_ds = toy_data.build_eval_set(Path(tmp) / "eval", seed=0).select(range(24))
-        else:
-            if model_dir is None:
-                root = toy_data.build_toy_datacompdr()
-                model_dir, eval_dir = root / "teachers" / "mci-32d", root / "eval"
-            model = MobileCLIPModel.from_pretrained(model_dir)
-            processor = MobileCLIPProcessor.from_pretrained(model_dir)
-            eval_ds = datasets.load_from_disk(str(eval_dir))
-        return _parity(model.eval().reparameterize().requires_grad_(False), processor, eval_ds, precisions,
-                       Path(tmp), 8 if quick else 64)
+    if model_dir is None:
+        root = toy_data.build_toy_datacompdr()
+        model_dir, eval_dir = root / "teachers" / "mci-32d", root / "eval"
+    model = MobileCLIPModel.from_pretrained(model_dir).eval().reparameterize().requires_grad_(False)
+    processor = MobileCLIPProcessor.from_pretrained(model_dir)
+    return parity_on(model, processor, datasets.load_from_disk(str(eval_dir)), precisions, folder, 64)
 
 
-def _parity(model, processor, eval_ds, precisions, folder: Path, calibration_images: int) -> dict:
+def parity_on(model, processor, eval_ds, precisions, folder: Path, calibration_images: int,
+              files: dict | None = None) -> dict:
     labelled = labelled_set(processor, eval_ds, eval_ds.features["label"].names, list(toy_data.EVAL_TEMPLATES),
                             "toy held-out set", model.config.text_config.max_position_embeddings)
-    (folder / "onnx").mkdir()
-    files = convert_all(model, processor, folder / "onnx", precisions, calibration_images)
-    return parity_report(model, folder / "onnx", files, labelled)
+    files = files or convert_all(model, processor, folder, precisions, calibration_images)
+    return parity_report(model, folder, files, labelled)
 
 
 def embed_rows(model, processor, count: int, batch_size: int, workers: int) -> tuple[list, dict]:
@@ -147,19 +136,29 @@ def main(argv=None) -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     args = parse_benchmark_args(parser, argv)
     precisions = QUICK_PRECISIONS if args.quick else PRECISIONS
-    config = tiny_config() if args.quick else MobileCLIPConfig.from_variant(args.variant)
+    config = toy_data.tiny_model_config("tiny") if args.quick else MobileCLIPConfig.from_variant(args.variant)
     name = "tiny" if args.quick else args.variant
-    processor = MobileCLIPProcessor.from_variant("mobileclip-s0") if not args.quick else toy_data.tiny_mobileclip()[1]
+    processor = None if args.quick else MobileCLIPProcessor.from_variant(args.variant)
     size = config.vision_config.image_size
-    processor.image_processor.size = {"shortest_edge": size}
-    processor.image_processor.crop_size = {"height": size, "width": size}
     batches = (1, 4) if args.quick else (1, 32)
     header = machine_header("fp32 / fp16 / int8", args.threads)
 
-    report = parity(args.trained_model, args.eval_data, precisions, args.quick)
-    model = trained_magnitudes(MobileCLIPModel(config).eval()).reparameterize().requires_grad_(False)
-    timings, megabytes = speed_rows(model, processor, precisions, args.schedule, args.threads, batches,
-                                    8 if args.quick else 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "speed").mkdir()
+        if args.quick:  # one random tiny model for both parts: the numbers mean nothing, the paths run
+            model, processor = toy_data.tiny_mobileclip()
+            model = trained_magnitudes(model.eval()).reparameterize().requires_grad_(False)
+            files = convert_all(model, processor, tmp / "speed", precisions, 8)
+            eval_ds = toy_data.build_eval_set(tmp / "eval", seed=0).select(range(24))
+            report = parity_on(model, processor, eval_ds, precisions, tmp / "speed", 8, files)
+        else:
+            (tmp / "parity").mkdir()
+            report = trained_parity(args.trained_model, args.eval_data, precisions, tmp / "parity")
+            model = trained_magnitudes(MobileCLIPModel(config).eval()).reparameterize().requires_grad_(False)
+            files = convert_all(model, processor, tmp / "speed", precisions, 32)
+        timings = speed_rows(model, tmp / "speed", files, args.schedule, args.threads, batches)
+        megabytes = {name: (tmp / "speed" / f["image"]).stat().st_size / 2**20 for name, f in files.items()}
     small, large = batches
     columns = (f"| precision | image encoder MB | batch {small} ms | speed-up vs PyTorch fp32, batch {small} | "
                f"batch {large} images/s | speed-up vs PyTorch fp32, batch {large} | top-1 agreement with fp32 | "

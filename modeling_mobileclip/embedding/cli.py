@@ -25,6 +25,7 @@ from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_re
 
 from ..export.encoders import load_fused_model
 from .run import embed_images, embed_texts
+from .sources import image_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +70,7 @@ def main(argv=None) -> dict:
         texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not texts:
             raise ValueError(f"--texts {str(args.texts)!r} holds no text; pass a file with one text per line.")
+    source = image_source(args.images, args.image_column, args.id_column) if args.images is not None else None
     model = load_fused_model(args.model, args.trust_remote_code, attn_implementation="sdpa").to(args.device)
     with explain_remote_code_refusal(args.model):
         try:
@@ -82,8 +84,8 @@ def main(argv=None) -> dict:
         record = embed_texts(model, processor, texts, args.output, source=str(args.texts), **common)
         print(f"Embedded {record['count']} texts into {args.output}/", file=sys.stderr)
         return record
-    record = embed_images(model, processor, args.images, args.output, num_workers=args.num_workers,
-                          image_column=args.image_column, id_column=args.id_column, **common)
+    record = embed_images(model, processor, source, args.output, num_workers=args.num_workers,
+                          source_name=args.images, **common)
     skipped = "" if not record["skipped_count"] else (
         f"; skipped {record['skipped_count']} unreadable: "
         + ", ".join(f"{i} ({why})" for i, why in record["skipped"][:5])

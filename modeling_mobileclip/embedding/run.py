@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .shards import INDEX, read_shard_metadata, shard_name, write_index, write_shard
-from .sources import image_source
+from .sources import DatasetImages, FolderImages, image_source
 
 
 class PixelCollator:
@@ -72,15 +72,18 @@ def _device_of(model) -> torch.device:
 @torch.inference_mode()
 def embed_images(model, processor, images, output, *, batch_size: int = 64, num_workers: int = 2,
                  shard_size: int = 10_000, image_column: str | None = None, id_column: str | None = None,
-                 progress: bool = True, model_name: str | None = None) -> dict:
-    """Embed every image of `images` (folder, dataset spec or `datasets.Dataset`, see `sources.py`) into `output`.
+                 progress: bool = True, model_name: str | None = None, source_name: str | None = None) -> dict:
+    """Embed every image of `images` (folder, dataset spec, `datasets.Dataset` or an `image_source(...)`, see
+    `sources.py`) into `output`.
 
     `model` should be fused (`model.reparameterize()`) and in eval mode; unreadable images are skipped, counted and
     named in `index.json`. Returns the index record (count, dim, skipped, images_per_second, ...)."""
     if batch_size < 1 or shard_size < 1 or num_workers < 0:
         raise ValueError(f"batch_size {batch_size}, shard_size {shard_size} must be positive and num_workers "
                          f"{num_workers} non-negative.")
-    source, output = image_source(images, image_column, id_column), Path(output)
+    built = isinstance(images, (FolderImages, DatasetImages))  # the command builds it before loading the model
+    source = images if built else image_source(images, image_column, id_column)
+    output = Path(output)
     all_ids = _item_ids(source)
     todo, kept = _prepare_folder(output, shard_size, all_ids)
     positions = [p for shard in todo for p in range(shard * shard_size, min((shard + 1) * shard_size, len(all_ids)))]
@@ -106,7 +109,8 @@ def embed_images(model, processor, images, output, *, batch_size: int = 64, num_
         _flush(output, pending, shard_size, kept, all_ids, int(model.config.projection_dim))
     bar.close()
     seconds = time.perf_counter() - start
-    record = _index_record(kept, len(all_ids), shard_size, model, "image", str(images), model_name)
+    where = source_name or (str(images) if isinstance(images, (str, Path)) else type(images).__name__)
+    record = _index_record(kept, len(all_ids), shard_size, model, "image", where, model_name)
     record.update(embedded_now=done, seconds=round(seconds, 3),
                   images_per_second=round(done / seconds, 2) if done else None)
     write_index(output, record)
