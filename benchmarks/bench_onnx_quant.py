@@ -26,18 +26,8 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from common import (
-    Schedule,
-    benchmark_parser,
-    format_ratio,
-    header_line,
-    interleaved_times,
-    machine_header,
-    median_ms,
-    parse_benchmark_args,
-    trained_magnitudes,
-    write_results,
-)
+from common import (Schedule, benchmark_parser, format_ratio, header_line, interleaved_times, machine_header,
+                    median_ms, parse_benchmark_args, trained_magnitudes, write_results)
 
 from dataset_scripts import toy_data
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel, MobileCLIPProcessor

@@ -7,10 +7,9 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import calibrated, tiny_config
+from conftest import save_tiny_s0
 
 from dataset_scripts import toy_data
-from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.embedding import load_embeddings
 from modeling_mobileclip.embedding.cli import main as embed_main
 from modeling_mobileclip.embedding.cli import run as embed_run
@@ -23,13 +22,7 @@ def inputs(tmp_path_factory, tokenizer):
     """A tiny un-fused model with its processor, and 9 pictures (jpg / png / webp) in nested folders plus one
     damaged .jpg and a .txt that is not an image."""
     root = tmp_path_factory.mktemp("embed")
-    torch.manual_seed(0)
-    model = calibrated(MobileCLIPModel(tiny_config("mci-s0text")))
-    model.save_pretrained(root / "model")
-    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
-    processor.image_processor.size = {"shortest_edge": 64}
-    processor.image_processor.crop_size = {"height": 64, "width": 64}
-    processor.save_pretrained(root / "model")
+    model, processor = save_tiny_s0(root / "model", tokenizer)
     rng = random.Random(0)
     pictures = {}
     for i in range(9):

@@ -4,11 +4,9 @@ import json
 import random
 
 import pytest
-import torch
-from conftest import calibrated, tiny_config
+from conftest import save_tiny_s0
 
 from dataset_scripts import toy_data
-from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
 from modeling_mobileclip.evaluation.zeroshot import zeroshot_accuracy
 from modeling_mobileclip.export.cli import main as export_main
 
@@ -20,13 +18,7 @@ def toy_inputs(tmp_path_factory, tokenizer):
     """A tiny calibrated S0-family model with its processor, the toy held-out set (144 images, 24 classes, labelled)
     and 8 calibration pictures drawn like the toy data, in a nested folder."""
     root = tmp_path_factory.mktemp("precision")
-    torch.manual_seed(0)
-    model = calibrated(MobileCLIPModel(tiny_config("mci-s0text")))
-    model.save_pretrained(root / "model")
-    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
-    processor.image_processor.size = {"shortest_edge": 64}
-    processor.image_processor.crop_size = {"height": 64, "width": 64}
-    processor.save_pretrained(root / "model")
+    model, processor = save_tiny_s0(root / "model", tokenizer)
     eval_ds = toy_data.build_eval_set(root / "eval", seed=0)
     rng = random.Random(1)
     (root / "calibration" / "more").mkdir(parents=True)

@@ -39,23 +39,11 @@ from transformers import AutoProcessor
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
 from ..conversion.staging import check_parent_writable
-from .coreml_export import (
-    coreml_runtime_available,
-    export_coreml,
-    import_coremltools,
-    verify_coreml,
-)
+from .coreml_export import coreml_runtime_available, export_coreml, import_coremltools, verify_coreml
 from .encoders import load_fused_model
 from .onnx_export import export_onnx, verify_onnx
 from .parity import format_report, labelled_set, parity_report
-from .precision import (
-    PRECISIONS,
-    calibration_batches,
-    convert_precision,
-    encoder_file,
-    file_megabytes,
-    parse_precision,
-)
+from .precision import PRECISIONS, calibration_batches, convert_precision, encoder_file, file_megabytes, parse_precision
 
 FORMATS = ("onnx", "coreml")
 EXTENSIONS = {"onnx": ".onnx", "coreml": ".mlpackage"}
