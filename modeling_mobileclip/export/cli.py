@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modeling_mobileclip.export", description=__doc__,
                                      formatter_class=_Formatter)
     parser.add_argument("--model", required=True, help="model directory or hub id")
-    parser.add_argument("--format", choices=FORMATS, default="onnx")
-    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="what to export")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the encoders and export_config.json")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--max-batch", type=int, default=256, help="CoreML: largest batch the encoders accept")
     parser.add_argument("--precision", nargs="+", type=_precision, default=["fp32"], metavar="PRECISION",
