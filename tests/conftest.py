@@ -80,6 +80,21 @@ def calibrated(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def save_tiny_s0(path, tokenizer) -> tuple:
+    """A tiny calibrated MobileCLIP-S0-family model saved un-fused (as converted train-time checkpoints are) in `path`
+    with its processor (64 px); returns (model, processor). Used by the export and embedding tests."""
+    from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
+
+    torch.manual_seed(0)
+    model = calibrated(MobileCLIPModel(tiny_config("mci-s0text")))
+    model.save_pretrained(path)
+    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
+    processor.image_processor.size = {"shortest_edge": 64}
+    processor.image_processor.crop_size = {"height": 64, "width": 64}
+    processor.save_pretrained(path)
+    return model, processor
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from modeling_mobileclip import MobileCLIPTokenizer

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import calibrated, tiny_config
+from conftest import calibrated, save_tiny_s0, tiny_config
 from fixtures.remote_code_model import assert_refused_without_running, copied_model_code, save_marker_clip
 
 from modeling_mobileclip import MobileCLIPModel, MobileCLIPProcessor
@@ -22,14 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def unfused_s0_dir(tmp_path_factory, tokenizer):
     """A tiny MobileCLIP-S0-family model saved un-fused (as converted train-time checkpoints are) with its processor."""
-    torch.manual_seed(0)
-    model = calibrated(MobileCLIPModel(tiny_config("mci-s0text")))
     path = tmp_path_factory.mktemp("s0")
-    model.save_pretrained(path)
-    processor = MobileCLIPProcessor.from_variant("mobileclip-s0", tokenizer=tokenizer)
-    processor.image_processor.size = {"shortest_edge": 64}
-    processor.image_processor.crop_size = {"height": 64, "width": 64}
-    processor.save_pretrained(path)
+    save_tiny_s0(path, tokenizer)
     return path
 
 

@@ -43,15 +43,16 @@ def is_fused(model) -> bool:
     return all(getattr(config, "inference_mode", True) for config in configs)
 
 
-def load_fused_model(model_id: str, trust_remote_code: bool = False) -> torch.nn.Module:
-    """The model in float32 eval mode with eager attention (a plain graph to export), fused if it was not; the
-    folder's own code runs only with `trust_remote_code`."""
+def load_fused_model(model_id: str, trust_remote_code: bool = False,
+                     attn_implementation: str = "eager") -> torch.nn.Module:
+    """The model in float32 eval mode with eager attention (a plain graph to export; `mobileclip-embed` asks for
+    "sdpa"), fused if it was not; the folder's own code runs only with `trust_remote_code`."""
     local = Path(model_id)
     if local.exists() and not (local / "config.json").is_file():
         raise ValueError(f"--model {model_id!r} has no config.json; pass a directory written by "
                          f"`model.save_pretrained(...)` or a hub id.")
     with explain_remote_code_refusal(model_id):
-        model = AutoModel.from_pretrained(model_id, dtype=torch.float32, attn_implementation="eager",
+        model = AutoModel.from_pretrained(model_id, dtype=torch.float32, attn_implementation=attn_implementation,
                                           trust_remote_code=trust_remote_code).eval()
     missing = [name for name in ("get_image_features", "get_text_features") if not hasattr(model, name)]
     if missing:
