@@ -122,12 +122,12 @@ def test_an_unwritable_output_folder_fails_before_the_model_is_loaded(unfused_s0
 
 def test_python_dash_m_bad_input_exits_with_the_message(tmp_path):
     """`python -m modeling_mobileclip.export` (what the `mobileclip-export` console script runs too): bad input is one
-    `error:` line and exit status 1, not a traceback."""
+    `error:` line and exit status 2, not a traceback."""
     (tmp_path / "empty").mkdir()
     done = subprocess.run([sys.executable, "-m", "modeling_mobileclip.export", "--model", str(tmp_path / "empty"),
                            "--output", str(tmp_path / "out")], cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "error: --model" in done.stderr and "has no config.json" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
 

@@ -228,3 +228,15 @@ def test_console_script_runs_the_cli_and_exits_zero(models, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert '"complete": true' in done.stdout and len(load_reinforced(out, joins=False)) == 1
+
+
+def test_bad_input_is_one_error_line_and_exit_status_2(tmp_path):
+    """`python -m dataset_scripts.reinforce` (the console script runs the same function): a missing dataset is one
+    `error:` line naming it and exit status 2, not a traceback; nothing is written."""
+    missing, out = str(tmp_path / "no-such-pairs"), tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "dataset_scripts.reinforce", "--dataset", missing, "--output",
+                           str(out), "--teachers", str(tmp_path / "teacher")], env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and missing in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()

@@ -1,5 +1,7 @@
 """``python -m dataset_scripts.reinforce ...`` and ``accelerate launch -m dataset_scripts.reinforce ...``."""
 
-from .cli import main
+import sys
 
-main()
+from .cli import console_main
+
+sys.exit(console_main())

@@ -8,6 +8,8 @@ import json
 import logging
 from typing import Optional, Sequence
 
+from modeling_mobileclip.commands import run_command
+
 from .config import DTYPES
 from .run import distributed_state, reinforce
 
@@ -82,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return summary
 
 
-def console_main() -> None:
-    """The ``mobileclip-reinforce`` console script. Its wrapper exits with the function's return value, so the
-    summary dict that :func:`main` returns (for Python callers) must not reach it."""
-    main()
+def console_main() -> int:
+    """``mobileclip-reinforce`` and ``python -m``: bad input is one `error:` line and exit status 2. The summary dict
+    that :func:`main` returns (for Python callers) must not reach the console wrapper, which exits with it."""
+    return run_command(main)

@@ -23,6 +23,7 @@ from transformers import AutoProcessor
 
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
+from ..commands import run_command
 from ..export.encoders import load_fused_model
 from .run import embed_images, embed_texts
 from .sources import image_source
@@ -98,9 +99,4 @@ def main(argv=None) -> dict:
 
 def run(argv=None) -> int:
     """The command (`python -m`, console script): bad input is one `error:` line and exit status 2."""
-    try:
-        main(argv)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(main, argv)

@@ -22,6 +22,7 @@ from transformers import AutoModel, AutoProcessor
 
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
+from ..commands import run_command
 from ..conversion.staging import check_parent_writable
 from .eval_dataset import (
     load_eval_dataset,
@@ -259,11 +260,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """The command (`python -m`, console script): `main`, with bad input printed as one line instead of a traceback."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input: the message says what to fix; a traceback would only bury it. Exit 2, as argparse does.
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """The command (`python -m`, console script): bad input is one `error:` line and exit status 2."""
+    return run_command(main, argv)

@@ -37,6 +37,7 @@ from transformers import AutoProcessor
 
 from hub_cards.remote_code import TRUST_REMOTE_CODE_HELP, explain_remote_code_refusal
 
+from ..commands import run_command
 from ..conversion.staging import check_parent_writable, recover_interrupted, staging_folder
 from .coreml_export import coreml_runtime_available, export_coreml, import_coremltools, verify_coreml
 from .encoders import load_fused_model
@@ -207,9 +208,5 @@ def main(argv=None) -> dict:
 
 
 def run(argv=None) -> int:
-    """The command (`python -m`, console script): `main`, with bad input printed as one line instead of a traceback."""
-    try:
-        main(argv)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
-    return 0
+    """The command (`python -m`, console script): bad input is one `error:` line and exit status 2."""
+    return run_command(main, argv)
