@@ -86,7 +86,6 @@ def reinforce(dataset: str, output: str, teachers: Sequence[Any], captioner: Any
     state = distributed_state(settings.device)
     device = torch.device(settings.device) if settings.device else state.device
     refuse_object_storage(output)
-    os.makedirs(output, exist_ok=True)
     with state.main_process_first():
         kind, shards = discover_inputs(settings.dataset, settings.split, settings.samples_per_shard,
                                        settings.image_column, settings.text_column, settings.uid_column,
@@ -95,6 +94,7 @@ def reinforce(dataset: str, output: str, teachers: Sequence[Any], captioner: Any
     if not shards:
         raise ValueError(f"--dataset {dataset!r} holds no samples")
     refuse_duplicate_uids(dataset, shards)  # every process: all refuse alike, none is left waiting at a barrier
+    os.makedirs(output, exist_ok=True)  # only once the inputs are known good: bad input leaves nothing behind
     teachers_, captioner_, sampler = _load_models(settings, device)
     config = build_config(settings, teachers_, captioner_, sampler, kind, len(shards))
     if state.is_main_process:
