@@ -3,6 +3,7 @@ same images, side by side.
 
     python benchmarks/bench_captioning.py            # 8 images x 5 captions, max 30 tokens, tiny CoCa at 112 px
     python benchmarks/bench_captioning.py --quick    # CI smoke run (2 images x 2 captions, 8 tokens; no claims)
+    python benchmarks/bench_captioning.py --paper-flops  # FLOPs per sample at the paper's sizes -> _paper results
 
 Candidates, each in fp32 and under bf16 autocast: open_clip's ``generate`` on the images repeated once per caption
 (greedy = ``generation_type="top_k", top_k=1``; ``top_p=0.9``), and ``dataset_scripts.coca_decoding``'s
@@ -26,17 +27,26 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import (benchmark_parser, format_ratio, header_line, interleaved_times, machine_header,  # noqa: E402
-                    median_ms, parse_benchmark_args, write_results)
+from common import (
+    benchmark_parser,
+    count_flops,
+    format_ratio,
+    header_line,
+    interleaved_times,
+    machine_header,
+    median_ms,
+    parse_benchmark_args,
+    write_results,
+)
 
-from dataset_scripts.captioners import SeededNucleusSampler, row_uniforms  # noqa: E402
-from dataset_scripts.coca_decoding import generate_captions, greedy  # noqa: E402
-from dataset_scripts.tiny_reinforce_models import tiny_open_clip_coca  # noqa: E402
+from dataset_scripts.captioners import SeededNucleusSampler, row_uniforms
+from dataset_scripts.coca_decoding import generate_captions, greedy
+from dataset_scripts.tiny_reinforce_models import tiny_open_clip_coca
 
 
 def enable_open_clip_generate() -> None:
-    import open_clip.coca_model as coca_model
     import transformers
+    from open_clip import coca_model
 
     coca_model._has_transformers = True
     coca_model.GENERATION_TYPES.update(top_k=transformers.TopKLogitsWarper, top_p=transformers.TopPLogitsWarper)
@@ -47,7 +57,12 @@ def main():
     parser.set_defaults(rounds=3, threads=1)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--captions", type=int, default=5)
+    parser.add_argument("--paper-flops", action="store_true",
+                        help="count the FLOPs per sample of the paper's CoCa ViT-L/14 captioner (open_clip's generate "
+                             "and ours) and ViT-L/14 teachers, random weights, instead of timing the tiny CoCa")
     args = parse_benchmark_args(parser)
+    if args.paper_flops:
+        return paper_flops(args)
     import open_clip
 
     enable_open_clip_generate()
@@ -104,6 +119,64 @@ def main():
                          f"{images / (median_ms(ours) / 1e3):.2f} | {format_ratio(theirs, ours)} | {same} |")
     print(intro, "", *table, sep="\n")
     write_results("bench_captioning", args, header, intro, ["\n".join(table)], raw)
+
+
+def paper_flops(args) -> None:
+    """FLOPs (torch's FlopCounterMode; a multiply-add counts 2) per sample at the paper's sizes: CoCa ViT-L/14
+    decoding 5 captions of 30 tokens (open_clip: ``fixed_output_length=True`` as Apple's generator; ours: a choice
+    that never ends a caption early, so both decode all 30), and the ViT-L/14 teachers' image and text forwards.
+    Random weights (no download); the FLOPs do not depend on them. bf16 autocast only for speed."""
+    import open_clip
+
+    enable_open_clip_generate()
+    captions, tokens, augmentations, teachers = 5, 30, 10, 2
+    header = machine_header("bf16 autocast (FLOP counts)", args.threads)
+    print(header_line(header), flush=True)
+    coca = open_clip.create_model("coca_ViT-L-14").eval()
+    torch.nn.init.normal_(coca.text_decoder.text_projection, std=coca.text_decoder.width ** -0.5)  # else torch.empty
+    teacher = open_clip.create_model("ViT-L-14").eval()
+    image = torch.randn(1, 3, 224, 224)
+    text = open_clip.get_tokenizer("ViT-L-14")(["a photo of a dog on the grass"])
+
+    def never_ends(logits, step, rows):
+        return logits.index_fill(1, torch.tensor([0, 49407]), float("-inf")).argmax(dim=-1)
+
+    calls = {
+        "CoCa ViT-L/14, open_clip generate": lambda: coca.generate(
+            image.repeat(captions, 1, 1, 1), generation_type="top_k", top_k=1, seq_len=tokens,
+            fixed_output_length=True),
+        "CoCa ViT-L/14, ours (KV cache)": lambda: generate_captions(coca, image, captions, never_ends,
+                                                                    max_tokens=tokens),
+        "teacher image forward (ViT-L/14, 224 px)": lambda: teacher.encode_image(image),
+        "teacher text forward (ViT-L/14, 77 tokens)": lambda: teacher.encode_text(text),
+    }
+    flops = {}
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel hides its matmuls from the counter
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for name, call in calls.items():
+            flops[name] = count_flops(call)
+            print(f"{name}: {flops[name] / 1e9:.1f} GFLOP", flush=True)
+    teacher_flops = teachers * (augmentations * flops["teacher image forward (ViT-L/14, 224 px)"]
+                                + (1 + captions) * flops["teacher text forward (ViT-L/14, 77 tokens)"])
+    intro = (f"FLOPs per sample (torch FlopCounterMode, a multiply-add = 2 FLOPs; random weights): {captions} captions "
+             f"of {tokens} tokens, {augmentations} augmentations, {teachers} teachers (each: {augmentations} image "
+             f"forwards + {1 + captions} text forwards)")
+    table = ["| part | GFLOP per sample | share of the sample, open_clip decoding | share, ours |",
+             "|---|---:|---:|---:|"]
+    before = teacher_flops + flops["CoCa ViT-L/14, open_clip generate"]
+    after = teacher_flops + flops["CoCa ViT-L/14, ours (KV cache)"]
+    rows = [(f"{teachers} ViT-L/14 teachers", teacher_flops, teacher_flops / before, teacher_flops / after),
+            ("CoCa ViT-L/14, open_clip generate", flops["CoCa ViT-L/14, open_clip generate"],
+             flops["CoCa ViT-L/14, open_clip generate"] / before, None),
+            ("CoCa ViT-L/14, ours (KV cache)", flops["CoCa ViT-L/14, ours (KV cache)"], None,
+             flops["CoCa ViT-L/14, ours (KV cache)"] / after),
+            ("total", None, before, after)]
+    for name, value, share_before, share_after in rows:
+        cells = [f"{value / 1e9:,.0f}" if value is not None else f"{before / 1e9:,.0f} -> {after / 1e9:,.0f}"]
+        cells += ["-" if x is None else f"{100 * x:.0f} %" for x in (share_before, share_after)]
+        table.append(f"| {name} | " + " | ".join(cells) + " |")
+    print(intro, "", *table, sep="\n")
+    write_results("bench_captioning_paper", args, header, intro, ["\n".join(table)], {"flops": flops})
 
 
 if __name__ == "__main__":

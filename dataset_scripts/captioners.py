@@ -86,31 +86,36 @@ class SeededNucleusSampler:
         return ids.gather(1, vocab_order).gather(1, index.unsqueeze(1)).squeeze(1)
 
     def draw(self, scores: torch.Tensor, step: int, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        probs = (scores.float() / self.temperature).softmax(dim=-1)
+        scores = scores.float()
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        # Ranked on the scores themselves (the softmax keeps their order); probabilities only for the candidates.
+        log_total = scores.logsumexp(dim=-1, keepdim=True)
         uniforms = self.uniforms[:, min(step, self.uniforms.shape[1] - 1)]
         if rows is not None:
             uniforms = uniforms[rows.cpu()]
-        vocab = probs.shape[-1]
-        tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-        pending = torch.arange(probs.shape[0], device=probs.device)
+        vocab = scores.shape[-1]
+        tokens = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+        pending = None  # the rows not settled yet (None: all of them)
         previous = None  # (k, mass of the top k, probability of the k-th) of the pending rows
         for k in [c for c in self.candidates if c < vocab] + [vocab]:
             if previous is not None and k < vocab:
                 # skip this size for rows whose top k cannot reach top_p: mass(top k) <= mass(top k0) + (k - k0) p_k0
                 k0, mass, last = previous
-                reach = mass + (k - k0) * last >= self.top_p
-                if not bool(reach.any()):
+                if not bool((mass + (k - k0) * last >= self.top_p).any()):
                     continue
+            rows_scores = scores if pending is None else scores[pending]
             if k < vocab:
-                top, ids = probs[pending].topk(k, dim=-1, sorted=True)
+                top, ids = rows_scores.topk(k, dim=-1, sorted=True)
             else:
-                top, ids = probs[pending].sort(dim=-1, descending=True)
+                top, ids = rows_scores.sort(dim=-1, descending=True)
+            top = (top - (log_total if pending is None else log_total[pending])).exp()
             mass = top.double().sum(dim=-1)
             done = (mass >= self.top_p) if k < vocab else torch.ones_like(mass, dtype=torch.bool)
+            settled = torch.arange(scores.shape[0], device=scores.device) if pending is None else pending
             if bool(done.any()):
-                settled = pending[done]
-                tokens[settled] = self._draw_from(top[done], ids[done], uniforms[settled.cpu()])
-            pending, previous = pending[~done], (k, mass[~done], top[~done, -1].double())
+                tokens[settled[done]] = self._draw_from(top[done], ids[done], uniforms[settled[done].cpu()])
+            pending, previous = settled[~done], (k, mass[~done], top[~done, -1].double())
             if pending.numel() == 0:
                 break
         return tokens

@@ -235,7 +235,8 @@ def generate_captions(model: nn.Module, pixel_values: torch.Tensor, per_image: i
         rows = (live[:, None] * per_image + within).flatten()
         logits = decoder.logits(out[rows]).float()
         active = ~finished[rows]
-        logits, rows = logits[active], rows[active]
+        if not bool(active.all()):
+            logits, rows = logits[active], rows[active]
         if out.shape[1] < min_tokens:
             logits[:, eos_token_id] = float("-inf")
         sample = torch.full((out.shape[0],), pad, dtype=torch.long, device=device)
