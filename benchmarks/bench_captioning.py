@@ -132,9 +132,9 @@ def paper_flops(args) -> None:
     captions, tokens, augmentations, teachers = 5, 30, 10, 2
     header = machine_header("bf16 autocast (FLOP counts)", args.threads)
     print(header_line(header), flush=True)
-    coca = open_clip.create_model("coca_ViT-L-14").eval()
+    coca = open_clip.create_model("coca_ViT-L-14").eval().requires_grad_(False)  # FlopCounterMode: no autograd
     torch.nn.init.normal_(coca.text_decoder.text_projection, std=coca.text_decoder.width ** -0.5)  # else torch.empty
-    teacher = open_clip.create_model("ViT-L-14").eval()
+    teacher = open_clip.create_model("ViT-L-14").eval().requires_grad_(False)
     image = torch.randn(1, 3, 224, 224)
     text = open_clip.get_tokenizer("ViT-L-14")(["a photo of a dog on the grass"])
 
@@ -152,7 +152,7 @@ def paper_flops(args) -> None:
     }
     flops = {}
     torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel hides its matmuls from the counter
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for name, call in calls.items():
             flops[name] = count_flops(call)
             print(f"{name}: {flops[name] / 1e9:.1f} GFLOP", flush=True)
