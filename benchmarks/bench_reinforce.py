@@ -4,9 +4,11 @@
     python benchmarks/bench_reinforce.py --quick    # CI smoke run (4 samples, 64-px crops, 8 tokens; no timing claims)
 
 Prints a markdown table (the docs rows) and writes it to benchmarks/results/bench_reinforce.md and .json (--results-dir
-to change; --quick writes to a temp dir): one row per configuration (captioner, compute dtype), all run in this
-process on the same data and interleaved over ``--repeats`` rounds (the best round of each is kept, which tolerates a
-machine shared with other jobs). The shares are of the processing time (model loading excluded): captioning,
+to change; --quick writes to a temp dir): one row per configuration (captioner, compute dtype, processes), all on the
+same data and interleaved over ``--repeats`` rounds (the best round of each is kept, which tolerates a machine shared
+with other jobs). One process runs ``reinforce`` in this process; two processes are a real ``accelerate launch
+--multi_gpu --num_processes 2`` of the command line (gloo on the CPU, one torch thread each), whose samples/s is all
+samples over the slower process's processing time (start-up and model loading excluded, as for one process). The shares are of the processing time (model loading excluded): captioning,
 augmentation (sampling + RandAugment replay + per-teacher resize/normalise), teacher forwards (image and text), and
 the rest (reading the input, image decode, shard writing). Teachers: two tiny open_clip ViTs, at the crop size and
 at half of it.
@@ -17,10 +19,14 @@ teachers and captioners add their forwards to.
 
 import argparse
 import io
+import json
 import os
+import socket
+import subprocess
 import sys
 import tarfile
 import tempfile
+from collections import Counter
 
 import numpy as np
 import PIL.Image
@@ -63,6 +69,32 @@ def shares(timings: dict, total: float) -> dict:
     return percent
 
 
+def launch_two_processes(data: str, out: str, teachers: list, captioner, options: dict) -> dict:
+    """``accelerate launch`` of the command line on 2 processes; one summary as ``reinforce`` returns (samples, the
+    slower process's seconds, the phase timings summed over both processes and scaled to that time)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), "-m", "dataset_scripts.reinforce", "--dataset", data, "--output", out,
+               "--teachers", ",".join(teachers), "--captioner", captioner or "none", "--no-progress", "--device", "cpu"]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the 2-process run failed:\n{done.stderr[-3000:]}")
+    summaries = [json.loads(line[len("reinforce: "):]) for line in done.stdout.splitlines()
+                 if line.startswith("reinforce: {")]
+    seconds = max(s["seconds"] for s in summaries)
+    busy = sum(s["seconds"] for s in summaries)
+    timings = sum((Counter(s["timings"]) for s in summaries), Counter())
+    return {"num_uids": sum(s["num_uids"] for s in summaries), "seconds": seconds,
+            "timings": {k: v * seconds / busy for k, v in timings.items()}}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -87,32 +119,40 @@ def main():
                       "tiny ViT+GPT-2 (transformers)": tiny_vision_encoder_decoder(os.path.join(tmp, "ved"),
                                                                                    image_size=crop // 2),
                       "none": None}
-        configs = [(name, spec, "fp32") for name, spec in captioners.items()]
-        configs.append(("tiny CoCa (open_clip)", captioners["tiny CoCa (open_clip)"], "bf16"))
-        data = write_dataset(os.path.join(tmp, "data"), samples, per_shard=max(samples // 2, 1))
+        coca, ved = "tiny CoCa (open_clip)", "tiny ViT+GPT-2 (transformers)"
+        configs = [(coca, "fp32", 1), (ved, "fp32", 1), ("none", "fp32", 1), (coca, "bf16", 1), ("none", "bf16", 1),
+                   (coca, "fp32", 2), ("none", "fp32", 2), (coca, "bf16", 2), ("none", "bf16", 2)]
+        if args.quick:  # the 2-process launch is tested by tests/test_reinforce_cli.py
+            configs = [c for c in configs if c[2] == 1]
+        data = write_dataset(os.path.join(tmp, "data"), samples, per_shard=max(samples // 4, 1))
+        options = {"num_augmentations": num_aug, "num_captions": num_captions, "max_caption_tokens": max_tokens,
+                   "crop_size": crop, "batch_size": 16, "teacher_batch_size": 128}
         best: dict = {}
         for round_ in range(repeats):
-            for index, (name, captioner, dtype) in enumerate(configs):
-                summary = reinforce(data, os.path.join(tmp, f"out{round_}_{index}"), teachers, captioner,
-                                    num_augmentations=num_aug, num_captions=num_captions,
-                                    max_caption_tokens=max_tokens, crop_size=crop,
-                                    dtype=dtype, batch_size=16, teacher_batch_size=128, progress=False, device="cpu")
+            for index, (name, dtype, processes) in enumerate(configs):
+                out = os.path.join(tmp, f"out{round_}_{index}")
+                if processes == 1:
+                    summary = reinforce(data, out, teachers, captioners[name], dtype=dtype, progress=False,
+                                        device="cpu", **options)
+                else:
+                    summary = launch_two_processes(data, out, teachers, captioners[name], dict(options, dtype=dtype))
                 rate = summary["num_uids"] / summary["seconds"]
                 if index not in best or rate > best[index][0]:
                     best[index] = (rate, summary)
     intro = (f"CPU, {torch.get_num_threads()} torch threads; {samples} samples of 320x256 JPEG; crop {crop}; "
              f"{num_aug} augmentations; {num_captions} captions (max {max_tokens} tokens); teachers: 2 tiny open_clip "
-             f"ViTs ({crop} px, {crop // 2} px); batch 16; best of {repeats} interleaved rounds")
-    table = ["| captioner | dtype | samples/s | captioning | augmentation | teacher forwards | other |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             f"ViTs ({crop} px, {crop // 2} px); batch 16; {samples // max(samples // 4, 1)} input shards; 2 processes: "
+             f"accelerate launch, 1 thread each; best of {repeats} interleaved rounds")
+    table = ["| captioner | dtype | processes | samples/s | captioning | augmentation | teacher forwards | other |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     raw = []
-    for index, (name, _, dtype) in enumerate(configs):
+    for index, (name, dtype, processes) in enumerate(configs):
         rate, summary = best[index]
         share = shares(summary["timings"], summary["seconds"])
-        table.append(f"| {name} | {dtype} | {rate:.1f} | {share['caption']:.0f} % | {share['augment']:.0f} % | "
-                     f"{share['teachers']:.0f} % | {share['other']:.0f} % |")
-        raw.append({"captioner": name, "dtype": dtype, "samples_per_s": rate, "seconds": summary["seconds"],
-                    "timings_s": summary["timings"]})
+        table.append(f"| {name} | {dtype} | {processes} | {rate:.1f} | {share['caption']:.0f} % | "
+                     f"{share['augment']:.0f} % | {share['teachers']:.0f} % | {share['other']:.0f} % |")
+        raw.append({"captioner": name, "dtype": dtype, "processes": processes, "samples_per_s": rate,
+                    "seconds": summary["seconds"], "timings_s": summary["timings"]})
     print(intro, "", *table, sep="\n")
     write_results("bench_reinforce", args, header, intro, ["\n".join(table)], raw)
 

@@ -31,6 +31,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .coca_decoding import generate_captions
 from .teachers import HF_PREFIX, OPEN_CLIP_PREFIX, parse_open_clip_spec
 
 
@@ -46,31 +47,78 @@ def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
 
 
 class SeededNucleusSampler:
-    """Top-p sampling where row r at step t uses ``uniforms[r, t]``; returns the drawn token ids [rows]."""
+    """Top-p sampling where row r at step t uses ``uniforms[r, t]``; returns the drawn token ids [rows].
 
-    def __init__(self, uniforms: torch.Tensor, top_p: float = 0.9, temperature: float = 1.0):
+    The kept set is transformers' ``TopPLogitsWarper`` rule: the most probable tokens, down to and including the
+    first one at which the mass above reaches ``top_p`` (a token is dropped when the tokens more probable than it
+    already hold ``top_p``; the most probable one always stays). The drawn token is the kept token, in vocabulary
+    order, whose cumulative renormalised probability first exceeds the row's uniform (inverse CDF).
+
+    Speed: the full vocabulary is not sorted. The ``candidates[0]`` most probable tokens (``topk``) settle every row
+    whose nucleus they hold (their mass reaches ``top_p``); the other rows try ``candidates[1]`` (when the bound
+    ``mass + (k1 - k0) * p_k0`` says it can be enough), and only rows whose nucleus is larger still are sorted whole.
+    Each stage applies the same rule to the same probabilities, so the kept set and the draw do not depend on the
+    stage (tests/test_coca_decoding.py checks the per-step distribution against ``TopPLogitsWarper`` for each).
+    """
+
+    def __init__(self, uniforms: torch.Tensor, top_p: float = 0.9, temperature: float = 1.0,
+                 candidates: Sequence[int] = (64, 1024)):
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not candidates or any(k < 1 for k in candidates) or list(candidates) != sorted(candidates):
+            raise ValueError(f"candidates must be increasing positive sizes, got {list(candidates)}")
         self.uniforms, self.top_p, self.temperature = uniforms, top_p, temperature
+        self.candidates = tuple(candidates)
+
+    def _draw_from(self, probs: torch.Tensor, ids: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Rows of ``probs`` [R, k] sorted descending (token ids ``ids``) that hold their nucleus: the draws."""
+        probs = probs.double()
+        keep = probs.cumsum(dim=-1) - probs < self.top_p  # the mass strictly above each token is below top_p
+        keep[:, 0] = True
+        vocab_order = torch.where(keep, ids, ids.new_full((), torch.iinfo(ids.dtype).max)).argsort(dim=-1)
+        weights = torch.where(keep, probs, 0.0).gather(1, vocab_order)
+        cdf = weights.cumsum(dim=-1)
+        targets = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(1)
+        index = torch.searchsorted(cdf, targets, right=True).squeeze(1)
+        index = torch.minimum(index, keep.sum(dim=1) - 1)  # u * total rounding up to the total stays in the set
+        return ids.gather(1, vocab_order).gather(1, index.unsqueeze(1)).squeeze(1)
 
     def draw(self, scores: torch.Tensor, step: int, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        scores = scores.float() / self.temperature
-        # Same rule as transformers' TopPLogitsWarper: drop the lowest tokens whose cumulative mass <= 1 - top_p.
-        sorted_scores, order = torch.sort(scores, descending=False, dim=-1)
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        remove_sorted = cumulative <= (1 - self.top_p)
-        remove_sorted[..., -1:] = False
-        remove = remove_sorted.scatter(1, order, remove_sorted)
-        probs = scores.masked_fill(remove, float("-inf")).softmax(dim=-1)
-        cdf = probs.cumsum(dim=-1)
+        scores = scores.float()
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        # Ranked on the scores themselves (the softmax keeps their order); probabilities only for the candidates.
+        log_total = scores.logsumexp(dim=-1, keepdim=True)
         uniforms = self.uniforms[:, min(step, self.uniforms.shape[1] - 1)]
         if rows is not None:
             uniforms = uniforms[rows.cpu()]
-        targets = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-        tokens = torch.searchsorted(cdf, targets, right=True).squeeze(1)
-        return tokens.clamp_(max=scores.shape[-1] - 1)
+        vocab = scores.shape[-1]
+        tokens = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+        pending = None  # the rows not settled yet (None: all of them)
+        previous = None  # (k, mass of the top k, probability of the k-th) of the pending rows
+        for k in [c for c in self.candidates if c < vocab] + [vocab]:
+            if previous is not None and k < vocab:
+                # skip this size for rows whose top k cannot reach top_p: mass(top k) <= mass(top k0) + (k - k0) p_k0
+                k0, mass, last = previous
+                if not bool((mass + (k - k0) * last >= self.top_p).any()):
+                    continue
+            rows_scores = scores if pending is None else scores[pending]
+            if k < vocab:
+                top, ids = rows_scores.topk(k, dim=-1, sorted=True)
+            else:
+                top, ids = rows_scores.sort(dim=-1, descending=True)
+            top = (top - (log_total if pending is None else log_total[pending])).exp()
+            mass = top.double().sum(dim=-1)
+            done = (mass >= self.top_p) if k < vocab else torch.ones_like(mass, dtype=torch.bool)
+            settled = torch.arange(scores.shape[0], device=scores.device) if pending is None else pending
+            if bool(done.any()):
+                tokens[settled[done]] = self._draw_from(top[done], ids[done], uniforms[settled[done].cpu()])
+            pending, previous = settled[~done], (k, mass[~done], top[~done, -1].double())
+            if pending.numel() == 0:
+                break
+        return tokens
 
 
 class _HFSamplingProcessor:
@@ -182,38 +230,20 @@ class Captioner:
                   if isinstance(v, torch.Tensor)}
         with self._autocast():
             generated = self.model.generate(
-                **inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_tokens,
+                **inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_tokens, use_cache=True,
                 logits_processor=[_HFSamplingProcessor(sampler)],
             )
         return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
 
     def _caption_coca(self, images, n: int, sampler) -> list[str]:
         # The top-p branch of open_clip's CoCa.generate (min length, forced <end_of_text> at seq_len, pad after the
-        # end), with the row-seeded draw in place of torch.multinomial on the global generator.
-        model = self.model
+        # end) with a KV cache (coca_decoding), each image encoded once, and the row-seeded draw in place of
+        # torch.multinomial on the global generator.
         image = torch.stack([self.image_transform(img) for img in images]).to(self.device)
-        image = image.repeat_interleave(n, dim=0)
-        sot, eos = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
-        pad = getattr(model, "pad_id", 0)
         with self._autocast():
-            image_latent, image_embs = model._encode_image(image)  # encode once, as CoCa.generate does
-            out = torch.full((image.shape[0], 1), sot, dtype=torch.long, device=self.device)
-            for step in range(self.max_tokens - 1):
-                finished = (out[:, -1] == eos) | (out[:, -1] == pad)
-                if finished.all():
-                    break
-                logits = model(image, out, image_latent=image_latent, image_embs=image_embs,
-                               output_labels=False)["logits"][:, -1].float()
-                active = (~finished).nonzero().squeeze(1)
-                logits = logits[active]
-                if out.shape[1] < self.min_tokens:
-                    logits[:, eos] = float("-inf")
-                sample = torch.full((image.shape[0],), pad, dtype=torch.long, device=self.device)
-                if out.shape[1] + 1 == self.max_tokens:
-                    sample[active] = eos
-                else:
-                    sample[active] = sampler.draw(logits, step, rows=active)
-                out = torch.cat([out, sample.unsqueeze(1)], dim=1)
+            out = generate_captions(self.model, image, n, sampler.draw, max_tokens=self.max_tokens,
+                                    min_tokens=self.min_tokens, sot_token_id=self.tokenizer.sot_token_id,
+                                    eos_token_id=self.tokenizer.eot_token_id)
         return [self.tokenizer.decode(row.tolist()) for row in out.cpu()]
 
 

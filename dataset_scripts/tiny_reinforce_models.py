@@ -15,7 +15,7 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _save_open_clip(folder: str, model_cfg: dict, size: int, seed: int) -> str:
+def _save_open_clip(folder: str, model_cfg: dict, size: int, seed: int, init=None) -> str:
     import open_clip
 
     os.makedirs(folder, exist_ok=True)
@@ -28,6 +28,8 @@ def _save_open_clip(folder: str, model_cfg: dict, size: int, seed: int) -> str:
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, f)
     torch.manual_seed(seed)
     model = open_clip.create_model(f"local-dir:{folder}")  # no weights yet: random init
+    if init is not None:
+        init(model)
     torch.save(model.state_dict(), weights)
     return f"open_clip:local-dir:{folder}"
 
@@ -39,7 +41,14 @@ def tiny_open_clip_clip(folder: str, image_size: int = 32, embed_dim: int = 16, 
     return _save_open_clip(folder, cfg, image_size, seed)
 
 
-def tiny_open_clip_coca(folder: str, image_size: int = 32, seed: int = 0) -> str:
+def tiny_open_clip_coca(folder: str, image_size: int = 32, seed: int = 0, logit_std: float = 6.0) -> str:
+    """A CoCa whose next-token logits have standard deviation about ``logit_std``.
+
+    open_clip leaves the multimodal decoder's ``text_projection`` as ``torch.empty`` (its ``init_parameters`` is
+    never called), i.e. whatever memory held, often all zeros: every caption token would then be a uniform draw
+    over the 49,408 tokens. Here it is drawn normal, scaled so that the nucleus (top-p 0.9) holds tens of tokens,
+    as a trained captioner's does, rather than most of the vocabulary (std 1).
+    """
     # embed_dim must equal the multimodal width: the decoder cross-attends to the projected image tokens.
     cfg = {"embed_dim": 32,
            "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16,
@@ -49,7 +58,12 @@ def tiny_open_clip_coca(folder: str, image_size: int = 32, seed: int = 0) -> str
            "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
                               "attn_pooler_heads": 2},
            "custom_text": True}
-    return _save_open_clip(folder, cfg, image_size, seed)
+
+    def init(model):
+        width = model.text_decoder.width
+        torch.nn.init.normal_(model.text_decoder.text_projection, std=logit_std * width ** -0.5)
+
+    return _save_open_clip(folder, cfg, image_size, seed, init)
 
 
 def tiny_mobileclip(folder: str, image_size: int = 28, seed: int = 0) -> str:
@@ -180,6 +194,27 @@ def tiny_blip(folder: str, image_size: int = 32, seed: int = 0) -> str:
     BlipProcessor(BlipImageProcessor(size={"height": image_size, "width": image_size}), tokenizer).save_pretrained(
         folder)
     return folder
+
+
+def tiny_git(folder: str, image_size: int = 32, seed: int = 0) -> str:
+    """A ``GitForCausalLM`` captioner (decoder-only: the image tokens prefix the text) with a word-level tokenizer."""
+    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM
+
+    tokenizer = _word_tokenizer("<pad>", "<s>", "</s>", "<unk>")
+    config = GitConfig(
+        vision_config={"image_size": image_size, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = GitForCausalLM(config).eval()
+    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return f"hf:{folder}"
 
 
 def build_tiny_models(root: str, crop_size: int = 48) -> dict:
