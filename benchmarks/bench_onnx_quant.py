@@ -172,7 +172,8 @@ def main(argv=None) -> None:
              f"and accuracy: the same conversions of the trained toy teacher mci-32d on the toy held-out set "
              f"({report['labelled_set']['images']} images, {report['labelled_set']['classes']} classes, "
              f"fp32 predicts {report['pytorch_fp32']['distinct_predictions']} distinct classes; int8-static "
-             f"calibrated on 64 toy pictures)" + (" -- quick run: a random tiny model, no claims" if args.quick else ""))
+             f"calibrated on 64 toy pictures)"
+             + (" -- quick run: a random tiny model, no claims" if args.quick else ""))
     print(header_line(header), intro, *table, sep="\n", flush=True)
     count = 8 if args.quick else args.embed_images
     embed_table, embed_raw = embed_rows(model, processor, count, 4 if args.quick else 32,

@@ -5,13 +5,13 @@
 
 Prints a markdown table (the docs rows) and writes it to benchmarks/results/bench_reinforce.md and .json (--results-dir
 to change; --quick writes to a temp dir): one row per configuration (captioner, compute dtype, processes), all on the
-same data and interleaved over ``--repeats`` rounds (the best round of each is kept, which tolerates a machine shared
-with other jobs). One process runs ``reinforce`` in this process; two processes are a real ``accelerate launch
---multi_gpu --num_processes 2`` of the command line (gloo on the CPU, one torch thread each), whose samples/s is all
-samples over the slower process's processing time (start-up and model loading excluded, as for one process). The shares are of the processing time (model loading excluded): captioning,
-augmentation (sampling + RandAugment replay + per-teacher resize/normalise), teacher forwards (image and text), and
-the rest (reading the input, image decode, shard writing). Teachers: two tiny open_clip ViTs, at the crop size and
-at half of it.
+same data and interleaved over ``--repeats`` rounds (the best round of each is kept, which tolerates a machine
+shared with other jobs). One process runs ``reinforce`` in this process; two processes are a real ``accelerate
+launch --multi_gpu --num_processes 2`` of the command line (gloo on the CPU, one torch thread each), whose samples/s
+is all samples over the slower process's processing time (start-up and model loading excluded, as for one process).
+The shares are of the processing time (model loading excluded): captioning, augmentation (sampling + RandAugment
+replay + per-teacher resize/normalise), teacher forwards (image and text), and the rest (reading the input, image
+decode, shard writing). Teachers: two tiny open_clip ViTs, at the crop size and at half of it.
 
 The tiny models make the model shares small; the numbers show the fixed per-sample cost of the pipeline that real
 teachers and captioners add their forwards to.
@@ -141,7 +141,8 @@ def main():
                     best[index] = (rate, summary)
     intro = (f"CPU, {torch.get_num_threads()} torch threads; {samples} samples of 320x256 JPEG; crop {crop}; "
              f"{num_aug} augmentations; {num_captions} captions (max {max_tokens} tokens); teachers: 2 tiny open_clip "
-             f"ViTs ({crop} px, {crop // 2} px); batch 16; {samples // max(samples // 4, 1)} input shards; 2 processes: "
+             f"ViTs ({crop} px, {crop // 2} px); batch 16; {samples // max(samples // 4, 1)} input shards; "
+             f"2 processes: "
              f"accelerate launch, 1 thread each; best of {repeats} interleaved rounds")
     table = ["| captioner | dtype | processes | samples/s | captioning | augmentation | teacher forwards | other |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -345,7 +345,8 @@ def _eval_results(eval_results) -> list[EvalResult]:
                 if metric == "main_metric" or isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
                 name = metric.rsplit("/", 1)[-1]
-                results.append(EvalResult(task_type=metric_task(name), dataset_type=item.get("key") or _slug(item["dataset"]),
+                results.append(EvalResult(task_type=metric_task(name),
+                                          dataset_type=item.get("key") or _slug(item["dataset"]),
                                           dataset_name=item["dataset"], metric_type=name, metric_value=float(value),
                                           dataset_split=item.get("split")))
         elif isinstance(item, Mapping) and {"dataset_type", "dataset_name", "metric_type", "metric_value"} <= set(item):

@@ -399,7 +399,8 @@ class FakeHub:
         files = commit.files if commit else {}
         return httpx2.Response(200, json={
             "id": repo, "_id": hashlib.md5(repo.encode()).hexdigest()[:24], "private": False, "disabled": False,
-            "gated": False, "sha": commit.oid if commit else None, "siblings": [{"rfilename": p} for p in sorted(files)],
+            "gated": False, "sha": commit.oid if commit else None,
+            "siblings": [{"rfilename": p} for p in sorted(files)],
             "tags": [], "downloads": 0, "likes": 0, "lastModified": "2026-01-01T00:00:00.000Z",
             "createdAt": "2026-01-01T00:00:00.000Z", "cardData": _front_matter(files.get("README.md", b"")) or {},
         })
@@ -459,7 +460,8 @@ class FakeHub:
         from huggingface_hub import constants, hf_api
 
         patches = [(constants, "ENDPOINT", self.endpoint),
-                   (constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.endpoint + "/{repo_id}/resolve/{revision}/{filename}"),
+                   (constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                    self.endpoint + "/{repo_id}/resolve/{revision}/{filename}"),
                    (constants, "HF_HUB_OFFLINE", False),
                    (hf_api.api, "endpoint", self.endpoint)]
         if cache_dir is not None:

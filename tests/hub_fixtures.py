@@ -1,6 +1,7 @@
 """Fixtures and helpers shared by the Hub tests (test_model_card.py, test_dataset_card.py, test_hub_push.py,
 test_fake_hub.py): a tiny model with its processor and a card for it, one torch thread and a private temporary folder
-for every test, front-matter parsing, and `run_without_this_project` (what a Hub user without this package runs). Fixtures a test requests by name are registered with `name=` (as fake_hub.py's
+for every test, front-matter parsing, and `run_without_this_project` (what a Hub user without this package runs).
+Fixtures a test requests by name are registered with `name=` (as fake_hub.py's
 `fake_hub_fixture`); a test module imports the ones it uses, and the autouse ones."""
 
 import json

@@ -74,7 +74,8 @@ def test_a_dataset_and_a_text_file_are_embedded(inputs, tmp_path):
     root, model, processor, pictures = inputs
     names = sorted(pictures)[:4]
     ds = datasets.Dataset.from_dict({"img": [str(pictures[n]) for n in names], "key": names},
-                                    features=datasets.Features({"img": datasets.Image(), "key": datasets.Value("string")}))
+                                    features=datasets.Features({"img": datasets.Image(),
+                                                                "key": datasets.Value("string")}))
     ds.save_to_disk(str(tmp_path / "ds"))
     embed_main(["--model", str(root / "model"), "--images", str(tmp_path / "ds"), "--output", str(tmp_path / "d"),
                 "--id-column", "key", "--num-workers", "0", "--no-progress"])

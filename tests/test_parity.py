@@ -85,7 +85,8 @@ def parity_report():
         lines.append(f"| {row['family']} | {row['preset']} | {row['checkpoint']} | {row['reference']} | "
                      + " | ".join(cells) + " |")
     if PIPELINE_ROWS:
-        lines.append("\nZero-shot pipeline logits vs open_clip's model(image, text), max abs: " + "; ".join(PIPELINE_ROWS))
+        lines.append("\nZero-shot pipeline logits vs open_clip's model(image, text), max abs: "
+                     + "; ".join(PIPELINE_ROWS))
     Path(path).write_text("\n".join(lines) + "\n")
 
 

@@ -426,7 +426,8 @@ def test_captioner_none_output_loads_streaming_and_map_style(models, tmp_path):
     assert dataset_scripts.get_metadata(mapped).num_captions == 0
 
     for mode in ("gt+syn", "mix"):
-        with pytest.raises(ValueError, match=rf"--caption-mode {re.escape(mode)} needs synthetic captions.*--caption-mode gt"):
+        needs = rf"--caption-mode {re.escape(mode)} needs synthetic captions.*--caption-mode gt"
+        with pytest.raises(ValueError, match=needs):
             check_caption_mode(Namespace(caption_mode=mode), mapped)
     check_caption_mode(Namespace(caption_mode="gt"), streamed)
     transform = augment_replay.ReplayTransform(size=CROP)

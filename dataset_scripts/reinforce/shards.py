@@ -5,8 +5,9 @@ A shard is written to a ``<name>.tar...partial`` file of its own and published w
 ``_manifest/<name>.json`` (size, sha256, the identity of the input it was made from, skipped samples, which process
 wrote it) is written; a shard counts as done when both exist and agree on the size, so rerunning the same command
 after a crash or a kill resumes with the unfinished shards and never duplicates one (left-over ``*.partial`` files
-are removed; ``claims.py`` says who writes which shard). A rerun whose input at a done shard's position is not the recorded one (an input tar removed, another
-added) is refused, naming the changed inputs. When every shard is done, ``manifest.jsonl`` collects the records.
+are removed; ``claims.py`` says who writes which shard). A rerun whose input at a done shard's position is not the
+recorded one (an input tar removed, another added) is refused, naming the changed inputs. When every shard is done,
+``manifest.jsonl`` collects the records.
 """
 
 from __future__ import annotations

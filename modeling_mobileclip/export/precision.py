@@ -6,7 +6,8 @@
     int8-dynamic  onnxruntime.quantization.quantize_dynamic: int8 weights, activations quantised per call (no
                   calibration data)
     int8-static   image encoder: onnxruntime.quantization.quantize_static, QDQ format, per-channel weights, activation
-                  ranges calibrated (MinMax) on real processed images; Conv, MatMul, Gemm (`--calibration-data`); text encoder: as
+                  ranges calibrated (MinMax) on real processed images; Conv, MatMul, Gemm (`--calibration-data`);
+                  text encoder: as
                   int8-dynamic (onnxruntime's advice for transformer models, and no images calibrate a text tower)
 
 bfloat16 is not offered: onnxruntime's CPU execution provider has no bfloat16 MatMul or Conv kernel (a bfloat16 MatMul
@@ -81,7 +82,8 @@ def _quantize_static(source: Path, target: Path, work: Path, calibration: list[n
     # Only the weight-carrying ops: elementwise ops, softmax and normalisations stay float (on the tiny test model,
     # quantising every op made the embeddings' mean cosine to fp32 0.931, these three 0.956).
     quantize_static(_preprocessed(source, work), target, PixelValuesReader(calibration),
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"], quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"], quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
