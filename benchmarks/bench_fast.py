@@ -19,6 +19,7 @@ Writes benchmarks/results/bench_fast.md and .json (--throughput: bench_fast_thro
 import copy
 
 import torch
+from bench_vs_clip import clip_vit_b16
 from common import (Schedule, benchmark_parser, caption_ids, count_flops, format_ratio, gemm_gflops, header_line,
                     interleaved_times, machine_header, median_ms, paired_ratio, parse_benchmark_args, tiny_config,
                     trained_magnitudes, write_results)
@@ -30,18 +31,6 @@ from modeling_mobileclip.inference import compile_for_inference, optimize_for_in
 BASELINE = "S0 eager fp32 un-fused"
 CLIP_BEST = "CLIP ViT-B/16 bf16 compiled"
 UNCOMPILED = "S0 image tower, optimize_for_inference(compile=False)"
-
-
-def clip_vit_b16(num_layers: int = 12):
-    """transformers' CLIP ViT-B/16 (image 224, 12 x 768; text 12 x 512), random weights."""
-    from transformers import CLIPConfig, CLIPModel
-
-    config = CLIPConfig(
-        text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=num_layers),
-        vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                           num_hidden_layers=num_layers, patch_size=16, image_size=224),
-        projection_dim=512)
-    return CLIPModel(config).eval()
 
 
 def both(model, pixel_values: torch.Tensor, input_ids: torch.Tensor):
