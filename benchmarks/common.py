@@ -157,10 +157,10 @@ def trained_magnitudes(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
     return model
 
 
-def gemm_gflops(schedule: Schedule, size: int = 1024, dtype: torch.dtype = torch.float32) -> float:
-    """The machine's matrix-multiply rate (GFLOP/s) in `dtype` at the current thread count, timed with `schedule`:
-    the practical peak that a model's achieved GFLOP/s is judged against."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def gemm_gflops(schedule: Schedule, size: int = 1024) -> float:
+    """The machine's fp32 matrix-multiply rate (GFLOP/s) at the current thread count, timed with `schedule`: the
+    practical peak that a model's achieved GFLOP/s is judged against."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
     times = interleaved_times({"gemm": lambda: a @ b}, schedule)["gemm"]
     return 2 * size**3 / statistics.median(times) / 1e9
 

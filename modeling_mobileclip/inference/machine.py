@@ -41,7 +41,8 @@ def openmp_policy() -> dict[str, str | int]:
     """The threading a CPU timing depends on: torch's intra-op threads and the OpenMP variables that are set."""
     names = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_AFFINITY", "KMP_BLOCKTIME", "GOMP_CPU_AFFINITY",
              "OMP_PROC_BIND", "OMP_PLACES")
-    return {"torch_threads": torch.get_num_threads(), **{name: os.environ[name] for name in names if name in os.environ}}
+    return {"torch_threads": torch.get_num_threads(),
+            **{name: os.environ[name] for name in names if name in os.environ}}
 
 
 @dataclass(frozen=True)
