@@ -208,7 +208,7 @@ def throughput(args) -> None:
     header = machine_header("fp32 (peers) and the plan's (ours)", args.threads)
     print(header_line(header), flush=True)
     schedule = args.schedule if args.quick else Schedule(min(args.rounds, 5), 1)
-    table = ["| tower, batch | images/s per core | ours vs this (time ratio) |", "|---|---|---|"]
+    table = ["| tower, batch | images/s per core | speed-up of ours over this row |", "|---|---|---|"]
     raw = {}
     for variant in ("mobileclip-s0",) if args.quick else ("mobileclip-s0", "mobileclip-s2"):
         rows, batch = throughput_candidates(variant, args.quick)
