@@ -105,8 +105,8 @@ def op_profile(fn, calls: int, gemm: float) -> str:
             entry[1] += event.flops
             entry[2] += 1
     wall = sum(e.cpu_time_total for e in prof.events() if e.cpu_parent is None)
-    table = ["| op (eager bf16 channels-last, fused) | share of time | calls per call | ms per call | GFLOP/s | "
-             "of GEMM rate |", "|---|---|---|---|---|---|"]
+    table = [("| op (eager bf16 channels-last, fused) | share of time | calls per call | ms per call | GFLOP/s | "
+              "of GEMM rate |"), "|---|---|---|---|---|---|"]
     counted = 0.0
     for name, (us, flop, count) in sorted(totals.items(), key=lambda item: -item[1][0]):
         counted += us

@@ -66,8 +66,9 @@ def test_full_size_s0_stays_within_the_bound():
 
 
 def test_the_zero_shot_pipeline_runs_the_fast_path(tokenizer):
-    from modeling_mobileclip import MobileCLIPImageProcessor
     from PIL import Image
+
+    from modeling_mobileclip import MobileCLIPImageProcessor
 
     reference = calibrated(MobileCLIPModel(tiny_config("mci-s0text", projection_dim=512)))
     processor = MobileCLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})

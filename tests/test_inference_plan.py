@@ -63,9 +63,9 @@ def test_gpu_plans():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(dtype="int8"), "dtype='int8' is not an inference precision; pass one of"),
-    (dict(memory_format="nhwc"), "memory_format='nhwc'; pass one of"),
-    (dict(compile="yes"), "compile='yes'; pass True, False or 'auto'"),
+    ({"dtype": "int8"}, "dtype='int8' is not an inference precision; pass one of"),
+    ({"memory_format": "nhwc"}, "memory_format='nhwc'; pass one of"),
+    ({"compile": "yes"}, "compile='yes'; pass True, False or 'auto'"),
 ])
 def test_bad_choices_name_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):

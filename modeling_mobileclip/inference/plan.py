@@ -13,6 +13,7 @@ from .machine import Machine
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 MEMORY_FORMATS = ("channels_last", "contiguous")
+FUSED_REASON = "fused: reparameterize() folds every re-parameterisable branch (exact)"
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class InferencePlan:
         return DTYPES[self.dtype]
 
     def __str__(self) -> str:
-        lines = [f"InferencePlan(device={self.device}, dtype={self.dtype}, memory_format={self.memory_format}, "
-                 f"compile={self.compile}, fused={self.fused}, isa={self.isa})"]
+        lines = [(f"InferencePlan(device={self.device}, dtype={self.dtype}, memory_format={self.memory_format}, "
+                  f"compile={self.compile}, fused={self.fused}, isa={self.isa})")]
         return "\n".join(lines + [f"  - {reason}" for reason in self.reasons])
 
 
@@ -103,5 +104,4 @@ def choose_plan(config, machine: Machine, dtype: str | torch.dtype = "auto", com
     layout, layout_reason = _choose_memory_format(config, machine, memory_format)
     compiled, compile_reason = _choose_compile(machine, compile)
     return InferencePlan(device=machine.device, dtype=dtype_name, memory_format=layout, compile=compiled,
-                         isa=machine.isa, reasons=("fused: reparameterize() folds every re-parameterisable branch "
-                                                   "(exact)", dtype_reason, layout_reason, compile_reason))
+                         isa=machine.isa, reasons=(FUSED_REASON, dtype_reason, layout_reason, compile_reason))
