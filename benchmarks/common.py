@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPTextConfig, MobileCLIPVisionConfig
+from modeling_mobileclip.inference.machine import cpu_flags, cpu_model, openmp_policy
 
 QUICK_ROUNDS = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -175,28 +175,6 @@ def add_results_option(parser: argparse.ArgumentParser) -> None:
                              "--quick: a new temporary folder, so a smoke run never overwrites measured results)")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:  # not Linux: the flags stay unknown
-        pass
-    return set()
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
@@ -212,12 +190,13 @@ def _repo_relative(path: str) -> str:
 
 def machine_header(dtype: str, threads: int | None = None) -> dict:
     """What a timing depends on besides the code: CPU model and ISA (AVX-512, AVX512-BF16, AMX), logical CPUs, load
-    average at the start, threads, dtype, torch version, OpenMP wait policy, date, git commit."""
-    flags = _cpu_flags()
+    average at the start, threads, dtype, torch version, OpenMP wait policy and the other OpenMP / affinity variables
+    that are set (`openmp`), date, git commit."""
+    flags = cpu_flags()
     known = bool(flags)
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "avx512": "avx512f" in flags if known else None,
         "avx512_bf16": "avx512_bf16" in flags if known else None,
@@ -228,6 +207,7 @@ def machine_header(dtype: str, threads: int | None = None) -> dict:
         "dtype": dtype,
         "torch": torch.__version__,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "openmp": openmp_policy(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "uncommitted_changes": bool(status) if status is not None else None,
@@ -243,6 +223,12 @@ def _threads(count: int) -> str:
     return f"{count} thread" + ("" if count == 1 else "s")
 
 
+def _other_openmp(header: dict) -> str:
+    """`, OMP_NUM_THREADS=2, KMP_AFFINITY=...` for the OpenMP variables set besides OMP_WAIT_POLICY (none: "")."""
+    others = {k: v for k, v in header.get("openmp", {}).items() if k not in ("torch_threads", "OMP_WAIT_POLICY")}
+    return "".join(f", {name}={value}" for name, value in others.items())
+
+
 def header_line(header: dict) -> str:
     """The machine header as the one line that heads every results table."""
     commit = header["commit"] or "unknown commit"
@@ -252,7 +238,7 @@ def header_line(header: dict) -> str:
             f"{_yes_no(header['avx512'])}, AVX512-BF16 {_yes_no(header['avx512_bf16'])}, AMX "
             f"{_yes_no(header['amx'])}), load average {header['load_average_1min']} at the start; "
             f"{_threads(header['threads'])}, {header['dtype']}, torch {header['torch']}, "
-            f"OMP_WAIT_POLICY={header['omp_wait_policy']}; commit {commit}, {header['date']}; `{header['command']}`.*")
+            f"OMP_WAIT_POLICY={header['omp_wait_policy']}{_other_openmp(header)}; commit {commit}, {header['date']}; `{header['command']}`.*")
 
 
 def markdown_rows(table: str) -> dict:
