@@ -238,7 +238,8 @@ def header_line(header: dict) -> str:
             f"{_yes_no(header['avx512'])}, AVX512-BF16 {_yes_no(header['avx512_bf16'])}, AMX "
             f"{_yes_no(header['amx'])}), load average {header['load_average_1min']} at the start; "
             f"{_threads(header['threads'])}, {header['dtype']}, torch {header['torch']}, "
-            f"OMP_WAIT_POLICY={header['omp_wait_policy']}{_other_openmp(header)}; commit {commit}, {header['date']}; `{header['command']}`.*")
+            f"OMP_WAIT_POLICY={header['omp_wait_policy']}{_other_openmp(header)}; commit {commit}, {header['date']}; "
+            f"`{header['command']}`.*")
 
 
 def markdown_rows(table: str) -> dict:

@@ -45,7 +45,8 @@ TINY_FAMILIES = {
 def tiny_config(family: str, **overrides) -> MobileCLIPConfig:
     spec = TINY_FAMILIES[family]
     return MobileCLIPConfig(text_config=MobileCLIPTextConfig(**spec["text"]),
-                            vision_config=MobileCLIPVisionConfig(**spec["vision"]), **{"projection_dim": 24, **overrides})
+                            vision_config=MobileCLIPVisionConfig(**spec["vision"]),
+                            **{"projection_dim": 24, **overrides})
 
 
 @torch.no_grad()
