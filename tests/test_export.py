@@ -146,7 +146,7 @@ def test_a_model_with_its_own_code_is_exported_only_with_trust_remote_code(tmp_p
     env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}
     args = ("--model", folder, "--output", tmp_path / "onnx", "--no-verify")
     refused = _export_run(*args, env=env)
-    assert_refused_without_running(refused, folder, marker, tmp_path / "modules")
+    assert_refused_without_running(refused, folder, marker, tmp_path / "modules", returncode=2)
     assert not (tmp_path / "onnx").exists()
 
     trusted = _export_run(*args, "--trust-remote-code", env=env)
