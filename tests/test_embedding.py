@@ -12,6 +12,8 @@ from conftest import save_tiny_s0
 from dataset_scripts import toy_data
 from modeling_mobileclip.embedding import load_embeddings
 from modeling_mobileclip.embedding.cli import main as embed_main
+from modeling_mobileclip.inference.machine import describe_machine
+from modeling_mobileclip.inference.plan import choose_plan
 from modeling_mobileclip.embedding.cli import run as embed_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,12 +49,14 @@ def test_a_folder_is_embedded_into_shards_with_ids_and_a_named_skip(inputs, tmp_
     root, model, processor, pictures = inputs
     out = tmp_path / "emb"
     record = embed_main(["--model", str(root / "model"), "--images", str(root / "images"), "--output", str(out),
-                         "--batch-size", "3", "--num-workers", "1", "--shard-size", "4", "--no-progress"])
+                         "--batch-size", "3", "--num-workers", "1", "--shard-size", "4", "--no-progress",
+                         "--dtype", "float32"])
     printed = capsys.readouterr().err
     assert record["count"] == 9 and record["items"] == 10 and record["skipped_count"] == 1
     assert record["skipped"][0][0] == "a/damaged.jpg" and "skipped 1 unreadable: a/damaged.jpg" in printed
     assert record["shards"] == ["shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"]
     assert record["images_per_second"] > 0 and "images/s" in printed
+    assert "Embedding with InferencePlan(device=cpu, dtype=float32" in printed
     ids, embeddings = load_embeddings(out)
     assert ids == sorted(pictures)  # relative paths, sorted; the .txt is not an image
     np.testing.assert_allclose(embeddings, _expected(model, processor, [pictures[i] for i in ids]), atol=1e-5)
@@ -63,7 +67,8 @@ def test_a_folder_is_embedded_into_shards_with_ids_and_a_named_skip(inputs, tmp_
     (out / "shard-00001.safetensors").unlink()
     (out / "index.json").unlink()
     again = embed_main(["--model", str(root / "model"), "--images", str(root / "images"), "--output", str(out),
-                        "--batch-size", "3", "--num-workers", "0", "--shard-size", "4", "--no-progress"])
+                        "--batch-size", "3", "--num-workers", "0", "--shard-size", "4", "--no-progress",
+                        "--dtype", "float32"])
     assert again["embedded_now"] == 4 and again["count"] == 9
     ids_again, embeddings_again = load_embeddings(out)
     assert ids_again == ids and (out / "shard-00000.safetensors").read_bytes() == kept
@@ -78,7 +83,7 @@ def test_a_dataset_and_a_text_file_are_embedded(inputs, tmp_path):
                                                                 "key": datasets.Value("string")}))
     ds.save_to_disk(str(tmp_path / "ds"))
     embed_main(["--model", str(root / "model"), "--images", str(tmp_path / "ds"), "--output", str(tmp_path / "d"),
-                "--id-column", "key", "--num-workers", "0", "--no-progress"])
+                "--id-column", "key", "--num-workers", "0", "--no-progress", "--dtype", "float32"])
     ids, embeddings = load_embeddings(tmp_path / "d")
     assert ids == names
     np.testing.assert_allclose(embeddings, _expected(model, processor, [pictures[n] for n in names]), atol=1e-5)
@@ -86,7 +91,7 @@ def test_a_dataset_and_a_text_file_are_embedded(inputs, tmp_path):
     texts = ["a red circle", "two blue bars on a grey background", "x"]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")
     record = embed_main(["--model", str(root / "model"), "--texts", str(tmp_path / "texts.txt"), "--output",
-                         str(tmp_path / "t"), "--no-progress"])
+                         str(tmp_path / "t"), "--no-progress", "--dtype", "float32"])
     assert record["kind"] == "text" and record["count"] == 3
     ids, embeddings = load_embeddings(tmp_path / "t")
     batch = processor(text=texts, return_tensors="pt")
@@ -94,6 +99,20 @@ def test_a_dataset_and_a_text_file_are_embedded(inputs, tmp_path):
         expected = model(input_ids=batch["input_ids"], pixel_values=torch.zeros(1, 3, 64, 64)).text_embeds.numpy()
     assert ids == ["0", "1", "2"]
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+
+
+def test_by_default_the_fast_path_the_machine_supports_embeds(inputs, tmp_path, capsys):
+    """Without --dtype the tool runs `optimize_for_inference`'s choice for this machine (bf16 with AVX512-BF16 / AMX)
+    and says so; the embeddings are stored float32 and each image's nearest fp32 neighbour is itself."""
+    root, model, processor, pictures = inputs
+    embed_main(["--model", str(root / "model"), "--images", str(root / "images"), "--output", str(tmp_path / "e"),
+                "--num-workers", "0", "--no-progress"])
+    chosen = choose_plan(model.config, describe_machine(torch.device("cpu"))).dtype
+    assert f"Embedding with InferencePlan(device=cpu, dtype={chosen}" in capsys.readouterr().err
+    ids, embeddings = load_embeddings(tmp_path / "e")
+    assert embeddings.dtype == np.float32
+    reference = _expected(model, processor, [pictures[i] for i in ids])
+    assert (np.argmax(embeddings @ reference.T, axis=1) == np.arange(len(ids))).all()
 
 
 def test_embed_bad_input_is_one_error_line(inputs, tmp_path, capsys):
