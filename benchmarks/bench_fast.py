@@ -11,9 +11,11 @@ S0 image tower in the plan's precision and layout says where the time goes and h
 
     python benchmarks/bench_fast.py                 # goals 1-3, the docs tables (~4 min: compiling is most of it)
     python benchmarks/bench_fast.py --throughput    # goal 4: batch 64 S0 / S2 image towers vs timm and open_clip
+    python benchmarks/bench_fast.py --plans         # each S0 tower alone under each precision / compile choice
     python benchmarks/bench_fast.py --quick         # CI smoke run: tiny model, 1-layer CLIP, nothing compiled
 
-Writes benchmarks/results/bench_fast.md and .json (--throughput: bench_fast_throughput; --results-dir to change).
+Writes benchmarks/results/bench_fast.md and .json (--throughput: bench_fast_throughput, --plans: bench_fast_plans;
+--results-dir / --results-tag to change).
 """
 
 import copy
@@ -231,11 +233,51 @@ def throughput(args) -> None:
     write_results("bench_fast_throughput", args, header, intro, ["\n".join(table)], {"seconds_per_call": raw})
 
 
+PLANS = {"eager fp32 fused": None, "fp32 compiled": dict(dtype="float32"),
+         "fp32 compiled, contiguous": dict(dtype="float32", memory_format="contiguous"),
+         "bf16 not compiled": dict(dtype="bfloat16", compile=False), "bf16 compiled": dict(dtype="bfloat16")}
+
+
+def plans(args) -> None:
+    """Each S0 tower alone (no other model in the rounds), batch 1, under each choice the plan makes: what "auto"
+    should pick on this machine."""
+    config = tiny_config() if args.quick else MobileCLIPConfig.from_variant("mobileclip-s0")
+    eager = trained_magnitudes(MobileCLIPModel(config).eval())
+    size = config.vision_config.image_size
+    pixels, ids = torch.rand(1, 3, size, size), caption_ids(1)
+    auto = optimize_for_inference(copy.deepcopy(eager), compile=not args.quick and "auto")
+    candidates = {}
+    for name, choice in PLANS.items():
+        if args.quick and choice is not None and choice.get("compile", True):
+            choice, name = dict(choice, compile=False), name.replace("compiled", "compiled (not: --quick)")
+        model = copy.deepcopy(eager).reparameterize() if choice is None else \
+            optimize_for_inference(copy.deepcopy(eager), **choice)
+        candidates[f"image tower, {name}"] = image_only(model, pixels)
+        candidates[f"text tower, {name}"] = lambda model=model: model.get_text_features(input_ids=ids).pooler_output
+    header = machine_header("fp32 and bfloat16", args.threads)
+    print(header_line(header), flush=True)
+    with torch.inference_mode():
+        for fn in candidates.values():  # compiles, untimed
+            fn()
+        times = interleaved_times(candidates, args.schedule)
+    table = ["| S0 tower, choice | ms | speed-up vs eager fp32 fused |", "|---|---|---|"]
+    for name, t in times.items():
+        baseline = times[name.split(",")[0] + ", eager fp32 fused"]
+        table.append(f"| {name} | {median_ms(t):.1f} | {format_ratio(baseline, t)}x |")
+    intro = (f"cpu, {args.threads} threads, batch 1, each tower alone, {args.schedule.describe()}; "
+             f"the plan auto picks here: " + str(auto.inference_plan).splitlines()[0])
+    print(intro, *table, sep="\n", flush=True)
+    write_results("bench_fast_plans", args, header, intro, ["\n".join(table)], {"seconds_per_call": times})
+
+
 def main(argv=None) -> None:
     parser = benchmark_parser(__doc__, quick="tiny S0-like model, 1-layer CLIP, no compilation")
-    parser.add_argument("--throughput", action="store_true", help="goal 4: batch 64 image towers (5 rounds)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--throughput", action="store_true", help="goal 4: batch 64 image towers (5 rounds)")
+    mode.add_argument("--plans", action="store_true", help="each S0 tower alone under each precision / compile "
+                      "choice")
     args = parse_benchmark_args(parser, argv)
-    throughput(args) if args.throughput else latency(args)
+    (throughput if args.throughput else plans if args.plans else latency)(args)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,16 @@ def add_results_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=None,
                         help=f"where <bench name>.md and .json go (default: {RESULTS_DIR.relative_to(REPO_ROOT)}; "
                              "--quick: a new temporary folder, so a smoke run never overwrites measured results)")
+    parser.add_argument("--results-tag", type=_results_tag, default=None,
+                        help="write <bench name>_<tag>.md and .json instead, e.g. --results-tag amd: keeps another "
+                             "machine's results beside the default ones")
+
+
+def _results_tag(text: str) -> str:
+    if not text.replace("_", "").isalnum() or not text.isascii():
+        raise argparse.ArgumentTypeError(f"{text!r}: use ASCII letters, digits and _ only (it becomes part of the "
+                                         "results' file name, which the docs' <!-- benchmark: name --> markers name)")
+    return text
 
 
 def _git(*args: str) -> str | None:
@@ -262,6 +272,8 @@ def write_results(name: str, args: argparse.Namespace, header: dict, intro: str,
     header, the tables' cells and `raw`, the unrounded numbers) into `results_dir(args)`; returns the `.md` path."""
     folder = results_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "results_tag", None):
+        name = f"{name}_{args.results_tag}"
     markdown = "\n\n".join([header_line(header), intro, *[table.strip() for table in tables]]) + "\n"
     (folder / f"{name}.md").write_text(markdown)
     record = {"benchmark": name, "machine": header, "intro": intro,

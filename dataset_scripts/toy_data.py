@@ -2,7 +2,7 @@
 
     python -m dataset_scripts.toy_data                    # builds once (~1-2 min on 2 CPU cores), prints the folder
     from dataset_scripts.toy_data import build_toy_datacompdr
-    root = build_toy_datacompdr()                         # <cache>/toy-v5-<hash>/{train/*.tar, eval/, teachers/}
+    root = build_toy_datacompdr()                         # <cache>/toy-v6-<hash>/{train/*.tar, eval/, teachers/}
 
 Everything is generated from a seed; nothing is downloaded. The pipeline is the real one at micro scale:
 
@@ -50,7 +50,7 @@ import torch
 
 from .augment_replay import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, AugmentationSampler
 
-TOY_VERSION = 5
+TOY_VERSION = 6
 IMAGE_SIZE = 64
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 215, 30),
            "purple": (140, 40, 170), "orange": (245, 140, 20)}
@@ -122,7 +122,7 @@ class ToySpec:
     num_augmentations: int = 4
     num_synthetic: int = 2
     teacher_images: int = 2048
-    teacher_steps: int = 300
+    teacher_steps: int = 600
     teacher_batch_size: int = 64
     teacher_lr: float = 5e-3
     seed: int = 0
@@ -318,11 +318,11 @@ def train_teacher(model, processor, images: list, captions: list[str], groups: l
     return model.eval()
 
 
-def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log) -> list:
-    from modeling_mobileclip.evaluation.zeroshot import zeroshot_accuracy
+TEACHER_WIDTHS = (32, 24)  # two tiny MobileCLIPs, different widths and seeds
 
-    from .teachers import teacher_from_transformers
 
+def _teacher_data(spec: ToySpec) -> tuple[list, list[str], list[list[int]]]:
+    """The teachers' own pictures, clean captions and shape groups (deterministic in `spec`)."""
     rng = random.Random(f"{spec.seed}:teacher-data")
     scenes, groups = [], []
     for _ in range(spec.teacher_images // len(SHAPES)):
@@ -330,27 +330,50 @@ def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log) -> list:
         size = rng.choice(sorted(SIZES))
         groups.append(list(range(len(scenes), len(scenes) + len(SHAPES))))
         scenes += [random_scene(rng, colour, shape, background, size) for shape in SHAPES]
-    images, captions = [render(s) for s in scenes], [_teacher_caption(s, rng) for s in scenes]
+    return [render(s) for s in scenes], [_teacher_caption(s, rng) for s in scenes], groups
+
+
+def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log, threads: int | None = None) -> list:
+    """Both teachers, trained side by side in `threads` Python threads (default: one per teacher, at most one per
+    core), each running its ops on one core; the result is the same for any number of threads (tested).
+
+    The models are created one after the other (their initialisation draws from torch's global generator); the
+    training draws only from each teacher's own `random.Random`, so the threads do not share a random stream."""
+    import concurrent.futures
+
+    from modeling_mobileclip.evaluation.zeroshot import zeroshot_accuracy
+
+    from .teachers import teacher_from_transformers
+
+    images, captions, groups = _teacher_data(spec)
     classnames = eval_ds.features["label"].names
-    teachers = []
-    for k, width in enumerate((32, 24)):
-        name = f"mci-{width}d"
+    models = []
+    for k in range(len(TEACHER_WIDTHS)):
         torch.manual_seed(spec.seed * 100 + k)
-        model, processor = tiny_mobileclip(width)
+        models.append(tiny_mobileclip(TEACHER_WIDTHS[k]))
+
+    def train(k: int) -> float:
         start = time.perf_counter()
-        train_teacher(model, processor, images, captions, groups, spec, seed=spec.seed * 100 + k)
+        train_teacher(*models[k], images, captions, groups, spec, seed=spec.seed * 100 + k)
+        return time.perf_counter() - start
+
+    threads = threads or min(len(models), os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        seconds = list(pool.map(train, range(len(models))))
+    teachers, at_once = [], f" ({threads} teachers at once)" if threads > 1 else ""
+    for (model, processor), width, took in zip(models, TEACHER_WIDTHS, seconds):
+        name = f"mci-{width}d"
         accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, list(EVAL_TEMPLATES))["acc1"]
         prompt_accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, [PIPELINE_TEMPLATE])["acc1"]
         model.save_pretrained(folder / name)
         processor.save_pretrained(folder / name)
         scale = round(float(model.logit_scale.detach().exp().clamp(max=100)), 2)
-        log(f"  teacher {name} ({width}-d): {spec.teacher_steps} steps in {time.perf_counter() - start:.0f} s, "
+        log(f"  teacher {name} ({width}-d): {spec.teacher_steps} steps in {took:.0f} s{at_once}, "
             f"held-out zero-shot acc1 {accuracy:.3f} ({prompt_accuracy:.3f} with {PIPELINE_TEMPLATE!r} alone), "
             f"logit scale {scale}")
-        teachers.append(dict(name=f"toy-teacher-{name}", model=model, processor=processor, width=width,
-                             logit_scale=scale, zeroshot_acc1=accuracy, zeroshot_acc1_pipeline_prompt=prompt_accuracy))
-    for t in teachers:
-        t["teacher"] = teacher_from_transformers(t.pop("model"), t.pop("processor"), t["name"])
+        teachers.append(dict(name=f"toy-teacher-{name}", teacher=teacher_from_transformers(model, processor,
+                             f"toy-teacher-{name}"), width=width, logit_scale=scale, zeroshot_acc1=accuracy,
+                             zeroshot_acc1_pipeline_prompt=prompt_accuracy, seconds=round(took, 1)))
     return teachers
 
 
@@ -442,8 +465,12 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLike | None = None, log=print) -> Path:
-    """Build (once) and return the folder with `train/*.tar` (+ `config.json`), `eval/`, `teachers/`, `toy.json`."""
+def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLike | None = None, log=print,
+                         teacher_threads: int | None = None) -> Path:
+    """Build (once) and return the folder with `train/*.tar` (+ `config.json`), `eval/`, `teachers/`, `toy.json`.
+
+    `teacher_threads`: how many teachers train at once (default: both on a multi-core machine); the build is the same
+    whatever the number."""
     from .reinforce import reinforce
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
@@ -457,7 +484,7 @@ def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLik
     try:
         with torch.random.fork_rng(), _one_thread():
             eval_ds = build_eval_set(tmp / "eval", spec.seed)
-            teachers = _train_teachers(spec, eval_ds, tmp / "teachers", log)
+            teachers = _train_teachers(spec, eval_ds, tmp / "teachers", log, teacher_threads)
             write_web_shards(tmp / "web", spec)
             summary = reinforce(
                 str(tmp / "web"), output=str(tmp / "train"), teachers=[t["teacher"] for t in teachers],
@@ -470,7 +497,7 @@ def build_toy_datacompdr(spec: ToySpec = ToySpec(), cache_root: str | os.PathLik
                   "num_eval": len(eval_ds), "eval_classnames": eval_ds.features["label"].names,
                   "eval_templates": list(EVAL_TEMPLATES), "build_seconds": round(time.perf_counter() - start, 1),
                   "teachers": [{k: t[k] for k in ("name", "width", "logit_scale", "zeroshot_acc1",
-                                                "zeroshot_acc1_pipeline_prompt")} for t in teachers]}
+                                                "zeroshot_acc1_pipeline_prompt", "seconds")} for t in teachers]}
         (tmp / "toy.json").write_text(json.dumps(record, indent=1))
         try:
             os.rename(tmp, target)

@@ -65,3 +65,17 @@ def test_machine_header_line_names_the_machine():
 def test_markdown_rows_keep_every_cell():
     table = "| a | b |\n|---|---:|\n| 1 | 2.5 [2.0-3.0] |\n| x | y |"
     assert load_common().markdown_rows(table) == {"columns": ["a", "b"], "rows": [["1", "2.5 [2.0-3.0]"], ["x", "y"]]}
+
+
+def test_a_results_tag_keeps_another_machines_results_beside_the_default_ones(tmp_path):
+    common = load_common()
+    parser = argparse.ArgumentParser()
+    common.add_results_option(parser)
+    args = parser.parse_args(["--results-dir", str(tmp_path), "--results-tag", "amd"])
+    header = common.machine_header("fp32", threads=1)
+    path = common.write_results("bench_x", args, header, "intro", ["| a |\n|---|\n| 1 |"])
+    assert path == tmp_path / "bench_x_amd.md" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "bench_x_amd.json", "bench_x_amd.md"]
+    assert json.loads((tmp_path / "bench_x_amd.json").read_text())["benchmark"] == "bench_x_amd"
+    with pytest.raises(SystemExit):  # a tag that would not make a name the docs' markers can hold
+        parser.parse_args(["--results-tag", "amd-epyc"])

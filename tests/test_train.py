@@ -137,6 +137,21 @@ def test_toy_dataset_is_built_through_the_reinforcement_tool(toy_root):
     assert held_out.features["label"].names == toy["eval_classnames"]
 
 
+def test_teachers_trained_side_by_side_equal_one_after_the_other(toy_root, tmp_path):
+    # toy_root trained its two teachers in as many threads as the machine has cores (up to 2): build again the other way
+    threads = 1 if min(2, os.cpu_count() or 1) > 1 else 2
+    other = build_toy_datacompdr(ToySpec(**SPEC), tmp_path, log=lambda *a: None, teacher_threads=threads)
+    for name in ("mci-32d", "mci-24d"):
+        ours, theirs = (load_file(root / "teachers" / name / "model.safetensors") for root in (toy_root, other))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    untimed = [json.loads((root / "toy.json").read_text()) for root in (toy_root, other)]
+    for record in untimed:
+        del record["build_seconds"]
+        for teacher in record["teachers"]:
+            del teacher["seconds"]
+    assert untimed[0] == untimed[1]
+
+
 # --------------------------------------------------------------------------------------------------------- main job
 
 
