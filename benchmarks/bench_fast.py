@@ -28,7 +28,7 @@ from common import (Schedule, benchmark_parser, caption_ids, count_flops, format
 from torch.profiler import ProfilerActivity, profile
 
 from modeling_mobileclip import MobileCLIPConfig, MobileCLIPModel
-from modeling_mobileclip.inference import compile_for_inference, optimize_for_inference
+from modeling_mobileclip.inference import choose_plan, compile_for_inference, describe_machine, optimize_for_inference
 
 BASELINE = "S0 eager fp32 un-fused"
 CLIP_BEST = "CLIP ViT-B/16 bf16 compiled"
@@ -245,7 +245,7 @@ def plans(args) -> None:
     eager = trained_magnitudes(MobileCLIPModel(config).eval())
     size = config.vision_config.image_size
     pixels, ids = torch.rand(1, 3, size, size), caption_ids(1)
-    auto = optimize_for_inference(copy.deepcopy(eager), compile=not args.quick and "auto")
+    auto = choose_plan(config, describe_machine("cpu"), compile=False if args.quick else "auto")
     candidates = {}
     for name, choice in PLANS.items():
         if args.quick and choice is not None and choice.get("compile", True):
@@ -265,7 +265,7 @@ def plans(args) -> None:
         baseline = times[name.split(",")[0] + ", eager fp32 fused"]
         table.append(f"| {name} | {median_ms(t):.1f} | {format_ratio(baseline, t)}x |")
     intro = (f"cpu, {args.threads} threads, batch 1, each tower alone, {args.schedule.describe()}; "
-             f"the plan auto picks here: " + str(auto.inference_plan).splitlines()[0])
+             f"the plan auto picks here: " + str(auto).splitlines()[0])
     print(intro, *table, sep="\n", flush=True)
     write_results("bench_fast_plans", args, header, intro, ["\n".join(table)], {"seconds_per_call": times})
 

@@ -1,6 +1,6 @@
 """The embedded default of `train_accelerate.py`: a tiny DataCompDR dataset that the project builds itself, offline.
 
-    python -m dataset_scripts.toy_data                    # builds once (~1-2 min on 2 CPU cores), prints the folder
+    python -m dataset_scripts.toy_data                    # builds once (~2-3 min on 2 CPU cores), prints the folder
     from dataset_scripts.toy_data import build_toy_datacompdr
     root = build_toy_datacompdr()                         # <cache>/toy-v6-<hash>/{train/*.tar, eval/, teachers/}
 
@@ -363,6 +363,7 @@ def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log, threads: int | No
     teachers, at_once = [], f" ({threads} teachers at once)" if threads > 1 else ""
     for (model, processor), width, took in zip(models, TEACHER_WIDTHS, seconds):
         name = f"mci-{width}d"
+        label = f"toy-teacher-{name}"
         accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, list(EVAL_TEMPLATES))["acc1"]
         prompt_accuracy = zeroshot_accuracy(model, processor, eval_ds, classnames, [PIPELINE_TEMPLATE])["acc1"]
         model.save_pretrained(folder / name)
@@ -371,9 +372,9 @@ def _train_teachers(spec: ToySpec, eval_ds, folder: Path, log, threads: int | No
         log(f"  teacher {name} ({width}-d): {spec.teacher_steps} steps in {took:.0f} s{at_once}, "
             f"held-out zero-shot acc1 {accuracy:.3f} ({prompt_accuracy:.3f} with {PIPELINE_TEMPLATE!r} alone), "
             f"logit scale {scale}")
-        teachers.append(dict(name=f"toy-teacher-{name}", teacher=teacher_from_transformers(model, processor,
-                             f"toy-teacher-{name}"), width=width, logit_scale=scale, zeroshot_acc1=accuracy,
-                             zeroshot_acc1_pipeline_prompt=prompt_accuracy, seconds=round(took, 1)))
+        teachers.append(dict(name=label, teacher=teacher_from_transformers(model, processor, label), width=width,
+                             logit_scale=scale, zeroshot_acc1=accuracy, zeroshot_acc1_pipeline_prompt=prompt_accuracy,
+                             seconds=round(took, 1)))
     return teachers
 
 
